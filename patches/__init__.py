@@ -1,0 +1,15 @@
+"""Every patch this plugin knows, declared as data.
+
+Each topic package declares its patches in its ``__init__`` without importing
+vLLM. The implementations live in modules keyed by the releases they serve
+(``before_0_24.py`` serves releases before 0.24) and are imported only when a
+patch applies to the detected release. Installed as ``vllm_ascend_compat.patches``.
+"""
+
+from vllm_ascend_compat.patches import sampling_params, stop_checks
+from vllm_ascend_compat.patching import Patch
+
+ALL: tuple[Patch, ...] = (
+    *sampling_params.PATCHES,
+    *stop_checks.PATCHES,
+)

@@ -1,0 +1,23 @@
+"""The V1 scheduler's per-step stop check, ``vllm.v1.core.sched.utils.check_stop``."""
+
+from vllm_ascend_compat.patching import Kind, Patch, Phase
+
+PATCHES = (
+    Patch(
+        id="stop-token-before-length-cap",
+        target="vllm.v1.core.sched.utils:check_stop",
+        versions="<0.11.1",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.before_0_11_1:stop_token_before_length_cap",
+        reason=(
+            "A stop token or EOS sampled exactly at max_tokens reports finish_reason "
+            "'length' instead of 'stop' with its stop_reason. Check stop tokens before "
+            "the length caps, keeping the caps unconditional (0.11.1's own order put a "
+            "min_tokens early return before them, which hangs at max_model_len)."
+        ),
+        upstream="https://github.com/vllm-project/vllm/blob/v0.11.1/vllm/v1/core/sched/utils.py",
+        remove_when="every supported line is 0.11.1 or newer",
+        signature="(request, max_model_len, pooler_output)",
+    ),
+)

@@ -1,0 +1,24 @@
+"""Every environment variable the plugin reads, in one place."""
+
+from __future__ import annotations
+
+import os
+
+# Run the plugin on the CPU (kernels on the CPU, device type "cpu") instead of an NPU.
+CPU_MODE = "VLLM_ASCEND_COMPAT_CPU"
+# Treat the installed vLLM as this release (source builds without version metadata).
+VLLM_VERSION = "VLLM_ASCEND_COMPAT_VLLM_VERSION"
+# Load on a vLLM release outside the supported lines instead of refusing.
+ALLOW_UNSUPPORTED = "VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED"
+# Comma-separated patch ids not to apply.
+DISABLE_PATCHES = "VLLM_ASCEND_COMPAT_DISABLE_PATCHES"
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def id_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
