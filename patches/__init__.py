@@ -7,6 +7,7 @@ patch applies to the detected release. Installed as ``vllm_ascend_compat.patches
 """
 
 from vllm_ascend_compat.patches import sampling_params, stop_checks
+
 from vllm_ascend_compat.patching import Patch
 
 ALL: tuple[Patch, ...] = (

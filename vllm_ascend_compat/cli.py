@@ -26,15 +26,21 @@ def _plan(detected: release.DetectedRelease) -> list[dict[str, Any]]:
     disabled = patching.disabled_ids(p.id for p in ALL)
     rows = []
     for patch in ALL:
-        row = {"id": patch.id, "phase": patch.phase.value, "kind": patch.kind.value,
-               "target": patch.target, "versions": patch.versions, "optional": patch.optional}
+        row = {
+            "id": patch.id,
+            "phase": patch.phase.value,
+            "kind": patch.kind.value,
+            "target": patch.target,
+            "versions": patch.versions,
+            "optional": patch.optional,
+        }
         if not patch.applies_to(detected.release):
             row.update(status="out-of-range", check="not needed")
         else:
             row["status"] = "disabled" if patch.id in disabled else "will-apply"
             try:
                 importlib.import_module(patch.module)
-                row["check"] = patching.check_target(patch, detected.release) or "ok"
+                row["check"] = patching.check_target(patch) or "ok"
             except Exception as err:
                 row["check"] = f"target module does not import: {err!r}"
         rows.append(row)
@@ -72,7 +78,8 @@ def doctor(as_json: bool) -> int:
         return 1
     _print_doctor(report, as_json)
     broken = [
-        row for row in report["patches"]
+        row
+        for row in report["patches"]
         if row["status"] == "will-apply" and row["check"] != "ok" and not row["optional"]
     ]
     return 1 if broken else 0
@@ -107,12 +114,11 @@ def _print_doctor(report: dict[str, Any], as_json: bool) -> None:
 def explain(patch_id: str | None, as_json: bool) -> int:
     chosen = [p for p in ALL if patch_id in (None, p.id)]
     if not chosen:
-        print(f"unknown patch id {patch_id!r}; known: {', '.join(p.id for p in ALL)}",
-              file=sys.stderr)
+        print(
+            f"unknown patch id {patch_id!r}; known: {', '.join(p.id for p in ALL)}", file=sys.stderr
+        )
         return 2
-    rows = [
-        {**asdict(p), "phase": p.phase.value, "kind": p.kind.value} for p in chosen
-    ]
+    rows = [{**asdict(p), "phase": p.phase.value, "kind": p.kind.value} for p in chosen]
     if as_json:
         print(json.dumps(rows if patch_id is None else rows[0], indent=2))
     elif patch_id is None:
@@ -120,11 +126,13 @@ def explain(patch_id: str | None, as_json: bool) -> int:
             print(f"{p.id:<34} vLLM {p.versions:<10} {p.phase.value:<14} {p.kind.value}")
     else:
         p = chosen[0]
-        print(f"{p.id}\n  target:      {p.target}\n  vLLM:        {p.versions}\n"
-              f"  phase/kind:  {p.phase.value} / {p.kind.value}"
-              f"{' (optional)' if p.optional else ''}\n"
-              f"  why:         {p.reason}\n  upstream:    {p.upstream}\n"
-              f"  remove when: {p.remove_when}")
+        print(
+            f"{p.id}\n  target:      {p.target}\n  vLLM:        {p.versions}\n"
+            f"  phase/kind:  {p.phase.value} / {p.kind.value}"
+            f"{' (optional)' if p.optional else ''}\n"
+            f"  why:         {p.reason}\n  upstream:    {p.upstream}\n"
+            f"  remove when: {p.remove_when}"
+        )
     return 0
 
 
@@ -144,4 +152,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

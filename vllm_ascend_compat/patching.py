@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import importlib
 import inspect
-import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -31,8 +30,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from vllm_ascend_compat import envs
-
-logger = logging.getLogger(__name__)
+from vllm_ascend_compat.log import logger
 
 
 class Phase(enum.Enum):
@@ -157,7 +155,7 @@ def resolve_target(patch: Patch) -> tuple[Any, str, Any, bool]:
 
 def parameter_shape(obj: Any) -> str:
     """Parameter names and kinds of a callable, without annotations or defaults."""
-    func = obj.fget if isinstance(obj, property) else obj
+    func: Any = obj.fget if isinstance(obj, property) else obj
     if isinstance(func, staticmethod | classmethod):
         func = func.__func__
     params = list(inspect.signature(func).parameters.values())
@@ -166,17 +164,18 @@ def parameter_shape(obj: Any) -> str:
         before = params[i - 1].kind if i else None
         if p.kind is p.KEYWORD_ONLY and before not in (p.KEYWORD_ONLY, p.VAR_POSITIONAL):
             parts.append("*")
-        parts.append({p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name)
+        prefix = "*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else ""
+        parts.append(prefix + p.name)
         after = params[i + 1].kind if i + 1 < len(params) else None
         if p.kind is p.POSITIONAL_ONLY and after is not p.POSITIONAL_ONLY:
             parts.append("/")
     return "(" + ", ".join(parts) + ")"
 
 
-def check_target(patch: Patch, release: Version) -> str | None:
+def check_target(patch: Patch) -> str | None:
     """Why the patch cannot apply to the loaded target, or None when it can."""
     try:
-        owner, name, raw, _ = resolve_target(patch)
+        _, _, raw, _ = resolve_target(patch)
     except (KeyError, AttributeError) as err:
         return f"target not found ({err})"
     if patch.kind is Kind.ADD_MISSING:
@@ -215,13 +214,18 @@ def _build(patch: Patch, raw: Any) -> Any:
 
 
 def _sweep_aliases(
-    original: Any, replacement: Any, skip: tuple[Any, str]
+    original: Any, replacement: Any, skip: tuple[ModuleType, str]
 ) -> list[tuple[ModuleType, str]]:
-    """Rebind every module global that still holds the original object."""
+    """Rebind the globals that still hold the original in the target's own package.
+
+    Only modules of that package (``vllm.*`` for vLLM targets) are swept: user code
+    that kept a reference on purpose is left alone.
+    """
+    package = skip[0].__name__.partition(".")[0]
     rebound = []
-    for module in list(sys.modules.values()):
+    for name, module in list(sys.modules.items()):
         namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
+        if name.partition(".")[0] != package or not isinstance(namespace, dict):
             continue
         for key, value in list(namespace.items()):
             if value is original and (module, key) != skip:
@@ -231,7 +235,7 @@ def _sweep_aliases(
 
 
 def _apply_one(patch: Patch, release: Version) -> None:
-    problem = check_target(patch, release)
+    problem = check_target(patch)
     if problem:
         raise PatchError(_fail_message(patch, release, problem))
     owner, name, raw, own = resolve_target(patch)

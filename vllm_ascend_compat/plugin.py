@@ -6,11 +6,8 @@ are cheap after the first call. Nothing is patched when the plugin is inactive.
 
 from __future__ import annotations
 
-import logging
-
 from vllm_ascend_compat import activation, patching, release
-
-logger = logging.getLogger(__name__)
+from vllm_ascend_compat.log import logger
 
 PLATFORM_CLASS = "vllm_ascend_compat.platform.NPUPlatform"
 _logged_decision = False

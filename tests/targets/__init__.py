@@ -1,0 +1,1 @@
+"""Small stand-in targets for the registry's mechanics; real vLLM targets are tested too."""

@@ -1,0 +1,109 @@
+"""The real patches against the real installed vLLM: apply, unapply, and each fix's reproducer."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import check_python
+from packaging.version import Version
+from vllm_ascend_compat.patches import ALL
+
+pytestmark = pytest.mark.usefixtures("vllm_release")
+
+PATCHES = {p.id: p for p in ALL}
+
+
+def _applies(patch_id: str, line: str) -> bool:
+    return PATCHES[patch_id].applies_to(Version(line))
+
+
+def test_apply_and_unapply_every_patch_of_this_release(vllm_release: str) -> None:
+    """Every in-range patch applies to the real target and unpatching restores the originals."""
+    check_python(
+        """
+import importlib, sys
+from vllm_ascend_compat import patching, plugin, release
+from vllm_ascend_compat.patches import ALL
+rel = release.detect().release
+mine = [p for p in ALL if p.applies_to(rel)]
+originals = {}
+for p in mine:
+    importlib.import_module(p.module)
+    owner, name, raw, _ = patching.resolve_target(p)
+    originals[p.id] = (owner, name, raw)
+import vllm.v1.core.sched.scheduler  # holds check_stop by name
+for phase in patching.Phase:
+    plugin.apply_phase(phase)
+for p in mine:
+    owner, name, raw = originals[p.id]
+    assert vars(owner)[name] is not raw, p.id
+    assert patching.is_applied(p.id)
+patching.unpatch()
+for p in mine:
+    owner, name, raw = originals[p.id]
+    assert vars(owner)[name] is raw, p.id
+""",
+        VLLM_ASCEND_COMPAT_CPU="1",
+    )
+
+
+REPRO_NON_FINITE = """
+import math
+from vllm import SamplingParams
+from vllm_ascend_compat import plugin, patching
+if {patched}:
+    plugin.general_plugin()
+rejected = []
+for name in ("temperature", "repetition_penalty"):
+    for bad in (math.nan, math.inf, -math.inf):
+        try:
+            SamplingParams(**{{name: bad}})
+        except ValueError as err:
+            assert "must be a finite number" in str(err) or not {patched}, err
+            rejected.append((name, bad))
+SamplingParams(temperature=0.7, repetition_penalty=1.1)
+print("REJECTED", len(rejected))
+"""
+
+
+def test_non_finite_sampling_reproducer(vllm_release: str) -> None:
+    if not _applies("reject-non-finite-sampling", vllm_release):
+        output = check_python(REPRO_NON_FINITE.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1")
+        assert "REJECTED 6" in output  # fixed upstream on this line
+        return
+    unpatched = check_python(REPRO_NON_FINITE.format(patched=False), VLLM_ASCEND_COMPAT_CPU="1")
+    patched = check_python(REPRO_NON_FINITE.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1")
+    assert "REJECTED 6" not in unpatched  # the bug: NaN/inf pass validation
+    assert "REJECTED 6" in patched
+
+
+REPRO_STOP_AT_MAX_TOKENS = """
+from vllm import SamplingParams
+from vllm.v1.request import Request, RequestStatus
+import vllm.v1.core.sched.scheduler as scheduler
+from vllm_ascend_compat import plugin
+if {patched}:
+    plugin.general_plugin()
+STOP = 7
+for stop_kind in ("eos", "stop_token"):
+    stop_ids = [STOP] if stop_kind == "stop_token" else None
+    params = SamplingParams(max_tokens=2, stop_token_ids=stop_ids)
+    request = Request("r", [1, 2, 3], params, None, eos_token_id=STOP if stop_kind == "eos" else 99)
+    request.append_output_token_ids([5, STOP])  # the stop comes exactly at max_tokens
+    # call through the scheduler module, which imported check_stop by name
+    assert scheduler.check_stop(request, max_model_len=100)
+    print(stop_kind, request.status.name, request.stop_reason)
+"""
+
+
+def test_stop_token_at_max_tokens_reproducer(vllm_release: str) -> None:
+    if not _applies("stop-token-before-length-cap", vllm_release):
+        pytest.skip(f"vLLM {vllm_release} already checks stop tokens first (fixed in 0.11.1)")
+    unpatched = check_python(
+        REPRO_STOP_AT_MAX_TOKENS.format(patched=False), VLLM_ASCEND_COMPAT_CPU="1"
+    )
+    patched = check_python(
+        REPRO_STOP_AT_MAX_TOKENS.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1"
+    )
+    assert "eos FINISHED_LENGTH_CAPPED" in unpatched  # the bug
+    assert "eos FINISHED_STOPPED None" in patched
+    assert "stop_token FINISHED_STOPPED 7" in patched

@@ -1,0 +1,147 @@
+"""The entry points on a real vLLM release: activation, resolution, unsupported releases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import check_python, run_python
+
+pytestmark = pytest.mark.usefixtures("vllm_release")
+
+RESOLVE = """
+from vllm.platforms import current_platform
+print("PLATFORM", type(current_platform).__module__ + "." + type(current_platform).__qualname__)
+"""
+
+
+def _platform(output: str) -> str:
+    return next(line.split()[1] for line in output.splitlines() if line.startswith("PLATFORM"))
+
+
+def test_cpu_mode_resolves_to_the_plugin_platform() -> None:
+    output = check_python(RESOLVE, VLLM_ASCEND_COMPAT_CPU="1")
+    assert _platform(output) == "vllm_ascend_compat.platform.NPUPlatform"
+
+
+def test_inactive_plugin_leaves_vllm_resolution_unchanged() -> None:
+    with_plugin = check_python(RESOLVE)
+    without_plugin = check_python(RESOLVE, VLLM_PLUGINS="none-selected")
+    assert _platform(with_plugin) == _platform(without_plugin)
+    assert "vllm-ascend-compat inactive: torch_npu is not installed" in with_plugin
+
+
+def test_inactive_plugin_applies_no_patch() -> None:
+    check_python(
+        """
+import vllm.sampling_params as sp
+before = sp.SamplingParams.__dict__['_verify_args']
+from vllm.plugins import load_general_plugins
+load_general_plugins()
+from vllm_ascend_compat import patching
+assert patching.report() == [], patching.report()
+assert sp.SamplingParams.__dict__['_verify_args'] is before
+"""
+    )
+
+
+def test_entry_points_are_cheap_to_call_again() -> None:
+    check_python(
+        """
+import time
+from vllm_ascend_compat import plugin
+plugin.general_plugin(); plugin.platform_plugin()
+start = time.perf_counter()
+for _ in range(1000):
+    plugin.general_plugin(); plugin.platform_plugin()
+per_call = (time.perf_counter() - start) / 2000
+assert per_call < 1e-3, per_call
+""",
+        VLLM_ASCEND_COMPAT_CPU="1",
+    )
+
+
+def test_unsupported_release_fails_at_load_with_the_lines_and_the_opt_in() -> None:
+    proc = run_python(
+        "from vllm.plugins import load_general_plugins; load_general_plugins()",
+        VLLM_ASCEND_COMPAT_CPU="1",
+        VLLM_ASCEND_COMPAT_VLLM_VERSION="0.10.0",
+    )
+    assert proc.returncode != 0
+    assert "vLLM 0.10.0 is not a supported release. Supported lines:" in proc.stderr
+    assert "VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED=1" in proc.stderr
+
+
+def test_unsupported_release_is_logged_by_the_platform_plugin_too() -> None:
+    output = check_python(
+        RESOLVE, VLLM_ASCEND_COMPAT_CPU="1", VLLM_ASCEND_COMPAT_VLLM_VERSION="0.10.0"
+    )
+    assert "vllm-ascend-compat cannot load: vLLM 0.10.0 is not a supported release" in output
+    assert _platform(output) != "vllm_ascend_compat.platform.NPUPlatform"
+
+
+def test_opt_in_proceeds_on_an_unsupported_release_with_a_warning() -> None:
+    output = check_python(
+        RESOLVE,
+        VLLM_ASCEND_COMPAT_CPU="1",
+        VLLM_ASCEND_COMPAT_VLLM_VERSION="0.10.0",
+        VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED="1",
+    )
+    assert _platform(output) == "vllm_ascend_compat.platform.NPUPlatform"
+    assert "overrides the installed vLLM" in output
+    assert "Proceeding because VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED is set" in output
+
+
+def test_doctor_prints_the_plan_and_exits_zero(vllm_release: str) -> None:
+    output = check_python(
+        "from vllm_ascend_compat.cli import main; raise SystemExit(main(['doctor']))",
+        VLLM_ASCEND_COMPAT_CPU="1",
+    )
+    assert f"line {vllm_release}" in output
+    assert "active on cpu" in output
+    assert f"patch plan for vLLM {vllm_release}:" in output
+
+
+def test_doctor_json_lists_every_patch_with_its_check(vllm_release: str) -> None:
+    proc = run_python(
+        "from vllm_ascend_compat.cli import main; raise SystemExit(main(['doctor', '--json']))",
+        VLLM_LOGGING_LEVEL="ERROR",
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout[proc.stdout.index("{") :])
+    from vllm_ascend_compat.patches import ALL
+
+    assert report["vllm"]["line"] == vllm_release
+    assert [row["id"] for row in report["patches"]] == [p.id for p in ALL]
+    for row in report["patches"]:
+        assert row["check"] in ("ok", "not needed"), row
+
+
+def test_doctor_exits_nonzero_when_a_required_patch_cannot_apply() -> None:
+    # Pretend the installed vLLM is an older release whose patch targets are gone.
+    proc = run_python(
+        """
+from vllm_ascend_compat.cli import main
+import vllm.v1.core.sched.utils as utils
+del utils.check_stop
+raise SystemExit(main(['doctor']))
+""",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "stop-token-before-length-cap" in proc.stdout and "target not found" in proc.stdout
+
+
+def test_patches_command_explains_one_patch() -> None:
+    output = check_python(
+        "from vllm_ascend_compat.cli import main; raise SystemExit(main(['patches', "
+        "'reject-non-finite-sampling']))"
+    )
+    assert "https://github.com/vllm-project/vllm/pull/45116" in output
+    assert "remove when" in output and "<0.24.0" in output
+
+
+def test_patches_command_rejects_an_unknown_id() -> None:
+    proc = run_python(
+        "from vllm_ascend_compat.cli import main; raise SystemExit(main(['patches', 'nope']))"
+    )
+    assert proc.returncode == 2 and "unknown patch id 'nope'" in proc.stderr
