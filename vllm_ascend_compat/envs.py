@@ -6,6 +6,8 @@ import os
 
 # Run the plugin on the CPU (kernels on the CPU, device type "cpu") instead of an NPU.
 CPU_MODE = "VLLM_ASCEND_COMPAT_CPU"
+# KV cache budget in GiB for the CPU mode (vLLM's --kv-cache-memory takes precedence).
+CPU_KV_CACHE_GIB = "VLLM_ASCEND_COMPAT_CPU_KV_CACHE_GIB"
 # Treat the installed vLLM as this release (source builds without version metadata).
 VLLM_VERSION = "VLLM_ASCEND_COMPAT_VLLM_VERSION"
 # Load on a vLLM release outside the supported lines instead of refusing.

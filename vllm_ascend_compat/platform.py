@@ -1,18 +1,178 @@
-"""The vLLM platform for Ascend NPUs, and for the CPU mode that stands in for one."""
+"""The vLLM platform for Ascend NPUs, and for the CPU mode that stands in for one.
+
+One class for both devices: what differs comes from :mod:`vllm_ascend_compat.device`.
+Where vLLM's Platform interface drifts between releases, the methods accept every
+shape the supported lines call them with (see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from vllm.platforms.interface import Platform, PlatformEnum
 
-from vllm_ascend_compat import activation
+from vllm_ascend_compat import device
+from vllm_ascend_compat.log import logger
 
-_DEVICE = activation.decide().device or "npu"
+_DEVICE = device.current()
+_MODULE = "vllm_ascend_compat"
+DEVICE_COMMUNICATOR = (
+    "vllm.distributed.device_communicators.base_device_communicator.DeviceCommunicatorBase"
+)
 
 
 class NPUPlatform(Platform):
     _enum = PlatformEnum.OOT
-    device_name = _DEVICE
-    device_type = _DEVICE
-    dispatch_key = "PrivateUse1" if _DEVICE == "npu" else "CPU"
+    device_name = _DEVICE.type
+    device_type = _DEVICE.type
+    dispatch_key = _DEVICE.dispatch_key
+    dist_backend = _DEVICE.dist_backend
     ray_device_key = "NPU"
     device_control_env_var = "ASCEND_RT_VISIBLE_DEVICES"
+    simple_compile_backend = "eager"
+    supported_quantization: list[str] = []
+
+    @property
+    def supported_dtypes(self) -> list[torch.dtype]:
+        return [torch.bfloat16, torch.float16, torch.float32]
+
+    # --- attention ---------------------------------------------------------------------
+
+    @classmethod
+    def get_attn_backend_cls(cls, *args: Any, **kwargs: Any) -> str:
+        """Every release's signature: positional flags (0.9-0.12) or a selector config."""
+        config = kwargs.get("attn_selector_config")
+        use_mla = getattr(config, "use_mla", None) if config is not None else None
+        if use_mla is None:
+            use_mla = kwargs.get("use_mla", len(args) > 6 and args[6])
+        if use_mla:
+            raise NotImplementedError("vllm-ascend-compat does not implement MLA attention")
+        return f"{_MODULE}.attention.AscendAttentionBackend"
+
+    # --- device ------------------------------------------------------------------------
+
+    @classmethod
+    def get_device_name(cls, device_id: int = 0) -> str:
+        return _DEVICE.name(device_id)
+
+    @classmethod
+    def get_device_total_memory(cls, device_id: int = 0) -> int:
+        return _DEVICE.total_memory(device_id)
+
+    @classmethod
+    def set_device(cls, device: torch.device) -> None:
+        _DEVICE.set_device(device)
+
+    @classmethod
+    def inference_mode(cls) -> Any:
+        return torch.inference_mode()
+
+    @classmethod
+    def is_pin_memory_available(cls) -> bool:
+        return _DEVICE.pin_memory()
+
+    @classmethod
+    def get_current_memory_usage(cls, device: Any = None) -> float:
+        return float(_DEVICE.memory_in_use())
+
+    @classmethod
+    def manual_seed_all(cls, seed: int) -> None:
+        _DEVICE.manual_seed_all(seed)
+
+    @classmethod
+    def seed_everything(cls, seed: int | None = None) -> None:
+        if seed is not None:
+            import random
+
+            import numpy as np
+
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            _DEVICE.manual_seed_all(seed)
+
+    @classmethod
+    def import_kernels(cls) -> None:
+        from vllm_ascend_compat import ops
+
+        ops.register()
+
+    @classmethod
+    def check_if_supports_dtype(cls, dtype: torch.dtype | None = None, **kwargs: Any) -> None:
+        dtype = dtype if dtype is not None else kwargs.get("torch_dtype")
+        if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+            raise ValueError(f"vllm-ascend-compat does not support dtype {dtype}")
+
+    # --- configuration -----------------------------------------------------------------
+
+    @classmethod
+    def check_and_update_config(cls, vllm_config: Any) -> None:
+        """Eager execution, our worker and scheduler, and a block size the kernels take."""
+        parallel = vllm_config.parallel_config
+        if parallel.worker_cls == "auto":
+            parallel.worker_cls = f"{_MODULE}.worker.NPUWorker"
+        cache = vllm_config.cache_config
+        if cache is not None and not cache.block_size:
+            cache.block_size = 128
+        model = vllm_config.model_config
+        if model is not None and not model.enforce_eager:
+            logger.info("vllm-ascend-compat: graph capture is not available; running eager")
+            model.enforce_eager = True
+        _disable_compilation(vllm_config.compilation_config)
+        scheduler = vllm_config.scheduler_config
+        if getattr(scheduler, "async_scheduling", False):
+            logger.warning("vllm-ascend-compat: async scheduling is not supported; disabled")
+            scheduler.async_scheduling = False
+        if model is not None:
+            model.disable_cascade_attn = True
+
+    @classmethod
+    def get_device_communicator_cls(cls) -> str:
+        """vLLM's base communicator over this device's process group (HCCL or gloo)."""
+        return DEVICE_COMMUNICATOR
+
+    @classmethod
+    def get_punica_wrapper(cls) -> str:
+        return "vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU"
+
+    @classmethod
+    def use_all_gather(cls) -> bool:
+        return True
+
+    @classmethod
+    def support_hybrid_kv_cache(cls) -> bool:
+        return False
+
+    @classmethod
+    def support_static_graph_mode(cls) -> bool:
+        return False
+
+    @classmethod
+    def is_async_output_supported(cls, enforce_eager: bool | None) -> bool:
+        return False
+
+    @classmethod
+    def supports_v1(cls, model_config: Any) -> bool:
+        return True
+
+    @classmethod
+    def default_v1(cls, model_config: Any) -> bool:
+        return True
+
+
+def _disable_compilation(compilation_config: Any) -> None:
+    """No torch.compile and no graph capture, whatever the release calls the knobs."""
+    if hasattr(compilation_config, "mode"):
+        from vllm.config import CompilationMode  # type: ignore[attr-defined]
+
+        compilation_config.mode = CompilationMode.NONE
+    else:
+        from vllm.config import CompilationLevel
+
+        compilation_config.level = CompilationLevel.NO_COMPILATION
+    compilation_config.cudagraph_capture_sizes = []
+    if hasattr(compilation_config, "cudagraph_mode"):
+        from vllm.config import CUDAGraphMode
+
+        compilation_config.cudagraph_mode = CUDAGraphMode.NONE

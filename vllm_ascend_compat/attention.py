@@ -1,0 +1,249 @@
+"""The V1 attention backend: a paged KV cache, mixed prefill and decode batches, GQA.
+
+One backend for both devices. Cache writes and decode attention go through the
+plugin's ops (``torch.ops._C_ascend_compat``), which reach torch_npu on an NPU and
+the CPU kernels in CPU mode. Prefill (including chunked prefill on top of cached
+prefixes) runs torch_npu's fused infer attention on an NPU and causal SDPA over
+the gathered cache in CPU mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from vllm.attention.backends.abstract import (
+    AttentionBackend,
+    AttentionImpl,
+    AttentionLayer,
+    AttentionType,
+)
+from vllm.v1.attention.backends.utils import AttentionMetadataBuilder, CommonAttentionMetadata
+
+from vllm_ascend_compat import device, ops
+
+BACKEND_NAME = "ASCEND_COMPAT"
+
+
+@dataclass
+class AscendAttentionMetadata:
+    num_actual_tokens: int
+    slot_mapping: torch.Tensor  # [num_tokens], negative for padding
+    block_table: torch.Tensor  # [num_reqs, max_blocks]
+    seq_lens: torch.Tensor  # [num_reqs], cached plus new tokens
+    query_start_loc: list[int]  # [num_reqs + 1], host copy
+    seq_lens_list: list[int]  # host copy of seq_lens
+    decode_requests: torch.Tensor  # requests with exactly one new token
+    decode_tokens: torch.Tensor  # their token rows
+    prefill_requests: list[int]  # requests with more than one new token
+
+
+class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMetadata]):
+    """Splits the step into decodes and prefills once, for every layer to reuse."""
+
+    def __init__(self, kv_cache_spec: Any, layer_names: list[str], vllm_config: Any,
+                 device: torch.device) -> None:  # fmt: skip
+        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+
+    def build(
+        self,
+        common_prefix_len: int,
+        common_attn_metadata: CommonAttentionMetadata,
+        fast_build: bool = False,
+    ) -> AscendAttentionMetadata:
+        m = common_attn_metadata
+        starts = m.query_start_loc_cpu[: m.num_reqs + 1]
+        query_lens = starts[1:] - starts[:-1]
+        is_decode = query_lens == 1
+        decode_requests = torch.nonzero(is_decode).flatten()
+        return AscendAttentionMetadata(
+            num_actual_tokens=m.num_actual_tokens,
+            slot_mapping=m.slot_mapping[: m.num_actual_tokens],
+            block_table=m.block_table_tensor[: m.num_reqs],
+            seq_lens=m.seq_lens[: m.num_reqs],
+            query_start_loc=starts.tolist(),
+            seq_lens_list=m.seq_lens_cpu[: m.num_reqs].tolist(),
+            decode_requests=decode_requests.to(self.device),
+            decode_tokens=starts[:-1][is_decode].to(self.device),
+            prefill_requests=torch.nonzero(~is_decode).flatten().tolist(),
+        )
+
+
+class AscendAttentionBackend(AttentionBackend):
+    accept_output_buffer: bool = True
+
+    @staticmethod
+    def get_name() -> str:
+        return BACKEND_NAME
+
+    @staticmethod
+    def get_impl_cls() -> type[AscendAttentionImpl]:
+        return AscendAttentionImpl
+
+    @staticmethod
+    def get_metadata_cls() -> type[AscendAttentionMetadata]:
+        return AscendAttentionMetadata
+
+    @staticmethod
+    def get_builder_cls() -> type[AscendAttentionMetadataBuilder]:
+        return AscendAttentionMetadataBuilder
+
+    @staticmethod
+    def get_kv_cache_shape(
+        num_blocks: int,
+        block_size: int,
+        num_kv_heads: int,
+        head_size: int,
+        cache_dtype_str: str = "auto",
+    ) -> tuple[int, ...]:
+        return (2, num_blocks, block_size, num_kv_heads, head_size)
+
+    @classmethod
+    def get_supported_dtypes(cls) -> list[torch.dtype]:
+        return [torch.float16, torch.bfloat16, torch.float32]
+
+    @staticmethod
+    def use_cascade_attention(*args: Any, **kwargs: Any) -> bool:
+        return False
+
+
+class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
+    supported_attn_types: ClassVar[tuple[str, ...]] = (AttentionType.DECODER,)
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_size: int,
+        scale: float,
+        num_kv_heads: int | None = None,
+        alibi_slopes: list[float] | None = None,
+        sliding_window: int | None = None,
+        kv_cache_dtype: str = "auto",
+        logits_soft_cap: float | None = None,
+        attn_type: str = AttentionType.DECODER,
+        kv_sharing_target_layer_name: str | None = None,
+        **unsupported: Any,
+    ) -> None:
+        unsupported_features = {
+            "alibi_slopes": alibi_slopes,
+            "sliding_window": sliding_window,
+            "logits_soft_cap": logits_soft_cap,
+            "kv_sharing_target_layer_name": kv_sharing_target_layer_name,
+            **{k: v for k, v in unsupported.items() if v is not None},
+        }
+        named = [k for k, v in unsupported_features.items() if v is not None]
+        if named or attn_type != AttentionType.DECODER or kv_cache_dtype != "auto":
+            raise NotImplementedError(
+                f"vllm-ascend-compat attention supports causal decoder attention with an "
+                f"unquantized cache; this layer asks for {named or [attn_type, kv_cache_dtype]}"
+            )
+        self.num_heads = num_heads
+        self.head_size = head_size
+        self.scale = float(scale)
+        self.num_kv_heads = num_kv_heads or num_heads
+        on_npu = device.current().type == "npu"
+        self._prefill = self._prefill_npu if on_npu else self._prefill_torch
+
+    def forward(
+        self,
+        layer: AttentionLayer,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: AscendAttentionMetadata | None,
+        output: torch.Tensor | None = None,
+        output_scale: torch.Tensor | None = None,
+        output_block_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        assert output is not None, "the backend accepts an output buffer"
+        if attn_metadata is None:  # profiling run: no cache yet
+            return output.fill_(0)
+        n = attn_metadata.num_actual_tokens
+        query = query[:n].view(n, self.num_heads, self.head_size)
+        key = key[:n].view(n, self.num_kv_heads, self.head_size)
+        value = value[:n].view(n, self.num_kv_heads, self.head_size)
+        out = output[:n].view(n, self.num_heads, self.head_size)
+        key_cache, value_cache = kv_cache.unbind(0)
+        torch.ops._C_ascend_compat.reshape_and_cache(
+            key, value, key_cache, value_cache, attn_metadata.slot_mapping
+        )
+        if attn_metadata.decode_tokens.numel():
+            rows = attn_metadata.decode_tokens
+            requests = attn_metadata.decode_requests
+            decoded = torch.empty_like(query[rows])
+            torch.ops._C_ascend_compat.paged_attention(
+                decoded,
+                query[rows],
+                key_cache,
+                value_cache,
+                self.num_kv_heads,
+                self.scale,
+                attn_metadata.block_table[requests],
+                attn_metadata.seq_lens[requests],
+            )
+            out[rows] = decoded
+        if attn_metadata.prefill_requests:
+            self._prefill(query, key_cache, value_cache, attn_metadata, out)
+        return output
+
+    def _prefill_torch(
+        self,
+        query: torch.Tensor,
+        key_cache: torch.Tensor,
+        value_cache: torch.Tensor,
+        meta: AscendAttentionMetadata,
+        out: torch.Tensor,
+    ) -> None:
+        """Causal attention of each prefill chunk over its cached prefix and itself."""
+        for r in meta.prefill_requests:
+            start, end = meta.query_start_loc[r], meta.query_start_loc[r + 1]
+            seq_len = meta.seq_lens_list[r]
+            k = ops.gather_kv(key_cache, meta.block_table[r], seq_len).transpose(0, 1)
+            v = ops.gather_kv(value_cache, meta.block_table[r], seq_len).transpose(0, 1)
+            q = query[start:end].transpose(0, 1)
+            context = seq_len - (end - start)
+            rows = torch.arange(end - start).unsqueeze(1) + context
+            mask = torch.arange(seq_len).unsqueeze(0) <= rows
+            attended = torch.nn.functional.scaled_dot_product_attention(
+                q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask.to(q.device),
+                scale=self.scale, enable_gqa=True,
+            )  # fmt: skip
+            out[start:end] = attended.transpose(0, 1)
+
+    def _prefill_npu(
+        self,
+        query: torch.Tensor,
+        key_cache: torch.Tensor,
+        value_cache: torch.Tensor,
+        meta: AscendAttentionMetadata,
+        out: torch.Tensor,
+    ) -> None:
+        """torch_npu's fused infer attention over the paged cache, one request at a time."""
+        import torch_npu
+
+        block_size = key_cache.shape[1]
+        for r in meta.prefill_requests:
+            start, end = meta.query_start_loc[r], meta.query_start_loc[r + 1]
+            attended, _ = torch_npu.npu_fused_infer_attention_score(
+                query[start:end],
+                key_cache.flatten(2),
+                value_cache.flatten(2),
+                atten_mask=_npu_causal_mask(query.device),
+                block_table=meta.block_table[r : r + 1],
+                actual_seq_lengths=[end - start],
+                actual_seq_lengths_kv=[meta.seq_lens_list[r]],
+                num_heads=self.num_heads,
+                num_key_value_heads=self.num_kv_heads,
+                scale=self.scale,
+                input_layout="TND",
+                block_size=block_size,
+                sparse_mode=3,
+            )
+            out[start:end] = attended
+
+
+def _npu_causal_mask(on: torch.device) -> torch.Tensor:
+    """The fixed 2048 x 2048 upper-triangular mask that sparse_mode=3 expects."""
+    return torch.triu(torch.ones(2048, 2048, dtype=torch.bool, device=on), diagonal=1)

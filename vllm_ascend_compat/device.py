@@ -1,0 +1,212 @@
+"""The one place where the NPU and the CPU mode differ: a small device facade.
+
+The platform, worker, model runner and attention backend are the same code on
+both; they ask this module for the device type, synchronisation, memory figures,
+events and streams. The NPU side calls torch_npu (``torch.npu``); the CPU side is
+what a synchronous host device needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import torch
+
+from vllm_ascend_compat import activation, envs
+
+GiB = 1 << 30
+
+
+class _HostEvent:
+    """Events and streams are no-ops on a synchronous host device."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def record(self, *args: Any) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait(self, *args: Any) -> None:
+        pass
+
+    def wait_stream(self, *args: Any) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+
+class Device:
+    """The device the plugin runs on; ``current()`` picks NPU or CPU mode."""
+
+    type: str
+    dispatch_key: str
+    dist_backend: str
+
+    def torch_device(self, index: int = 0) -> torch.device:
+        raise NotImplementedError
+
+    def set_device(self, device: torch.device) -> None:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    def device_count(self) -> int:
+        raise NotImplementedError
+
+    def name(self, index: int = 0) -> str:
+        raise NotImplementedError
+
+    def total_memory(self, index: int = 0) -> int:
+        raise NotImplementedError
+
+    def memory_in_use(self) -> int:
+        raise NotImplementedError
+
+    def empty_cache(self) -> None:
+        raise NotImplementedError
+
+    def manual_seed_all(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def pin_memory(self) -> bool:
+        raise NotImplementedError
+
+    def kv_cache_budget(self, requested: int | None, utilization: float) -> int:
+        """Bytes the KV cache may take, after the model is loaded."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def as_cuda(self) -> Iterator[None]:
+        """Let vLLM's CUDA-named event and stream calls reach this device."""
+        yield
+
+
+class NpuDevice(Device):
+    type = "npu"
+    dispatch_key = "PrivateUse1"
+    dist_backend = "hccl"
+
+    def __init__(self) -> None:
+        import torch_npu  # noqa: F401  (registers torch.npu)
+
+        self.npu: Any = torch.npu  # type: ignore[attr-defined]
+
+    def torch_device(self, index: int = 0) -> torch.device:
+        return torch.device("npu", index)
+
+    def set_device(self, device: torch.device) -> None:
+        self.npu.set_device(device)
+
+    def synchronize(self) -> None:
+        self.npu.synchronize()
+
+    def device_count(self) -> int:
+        return int(self.npu.device_count())
+
+    def name(self, index: int = 0) -> str:
+        return str(self.npu.get_device_name(index))
+
+    def total_memory(self, index: int = 0) -> int:
+        return int(self.npu.get_device_properties(index).total_memory)
+
+    def memory_in_use(self) -> int:
+        return int(self.npu.memory_allocated())
+
+    def empty_cache(self) -> None:
+        self.npu.empty_cache()
+
+    def manual_seed_all(self, seed: int) -> None:
+        self.npu.manual_seed_all(seed)
+
+    def pin_memory(self) -> bool:
+        return True
+
+    def kv_cache_budget(self, requested: int | None, utilization: float) -> int:
+        if requested is not None:
+            return requested
+        self.empty_cache()
+        free, total = self.npu.mem_get_info()
+        used_by_others_and_model = total - free
+        return int(total * utilization - used_by_others_and_model)
+
+    @contextlib.contextmanager
+    def as_cuda(self) -> Iterator[None]:
+        names = ("Event", "Stream", "current_stream", "default_stream", "stream")
+        saved = {name: getattr(torch.cuda, name) for name in names}
+        try:
+            for name in names:
+                setattr(torch.cuda, name, getattr(self.npu, name))
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(torch.cuda, name, value)
+
+
+class CpuDevice(Device):
+    type = "cpu"
+    dispatch_key = "CPU"
+    dist_backend = "gloo"
+
+    def torch_device(self, index: int = 0) -> torch.device:
+        return torch.device("cpu")
+
+    def set_device(self, device: torch.device) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def device_count(self) -> int:
+        return 1
+
+    def name(self, index: int = 0) -> str:
+        return "cpu"
+
+    def total_memory(self, index: int = 0) -> int:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+    def memory_in_use(self) -> int:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+    def empty_cache(self) -> None:
+        pass
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def pin_memory(self) -> bool:
+        return False
+
+    def kv_cache_budget(self, requested: int | None, utilization: float) -> int:
+        if requested is not None:
+            return requested
+        return int(float(os.environ.get(envs.CPU_KV_CACHE_GIB, "1")) * GiB)
+
+    @contextlib.contextmanager
+    def as_cuda(self) -> Iterator[None]:
+        names = ("Event", "Stream")
+        saved = {name: getattr(torch.cuda, name) for name in names}
+        try:
+            for name in names:
+                setattr(torch.cuda, name, _HostEvent)
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(torch.cuda, name, value)
+
+
+@cache
+def current() -> Device:
+    """The device for this process, from the activation decision."""
+    return CpuDevice() if activation.decide().device == "cpu" else NpuDevice()
