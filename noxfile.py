@@ -68,19 +68,27 @@ def _installed(session: nox.Session, dist: str) -> str:
     return (session.run("python", "-c", code, silent=True) or "").strip()
 
 
+def _vllm_wheel(session: nox.Session, version: str) -> Path:
+    """Build vLLM ``version`` once as a pure-Python wheel (no kernels) into the cache."""
+    wheels = CACHE / "wheels"
+    found = sorted(wheels.glob(f"vllm-{version}+empty-*.whl"))
+    if found:
+        return found[-1]
+    session.run(
+        "python", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+        "-w", str(wheels), str(_vllm_sdist(version)), env={"VLLM_TARGET_DEVICE": "empty"},
+    )  # fmt: skip
+    return sorted(wheels.glob(f"vllm-{version}+empty-*.whl"))[-1]
+
+
 def install_line(session: nox.Session, version: str) -> None:
     """Make this session's environment hold vLLM ``version`` and this plugin."""
     line = LINES[version]
     constraints = ["-c", str(ROOT / line["constraints"])]
     if not _installed(session, "vllm").startswith(version):
         session.install(f"torch=={line['torch']}", *BUILD_TOOLS, *constraints)
-        session.install(
-            "--no-build-isolation",
-            str(_vllm_sdist(version)),
-            *constraints,
-            env={"VLLM_TARGET_DEVICE": "empty"},
-        )
-    session.install(*TEST_TOOLS, *constraints)
+        session.install(str(_vllm_wheel(session, version)), *constraints)
+    session.install(*line.get("requires", []), *TEST_TOOLS, *constraints)
     session.install("--no-build-isolation", str(ROOT))
 
 
@@ -100,6 +108,16 @@ def run_tests(session: nox.Session, version: str) -> None:
 def tests(session: nox.Session) -> None:
     """The whole suite on the default vLLM release line."""
     run_tests(session, DEFAULT)
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """Offline generation through the plugin with a tiny local model (CPU mode without an NPU)."""
+    install_line(session, DEFAULT)
+    session.chdir(CACHE)
+    session.run(
+        "python", "-m", "vllm_ascend_compat.demo", *session.posargs, env={"HF_HUB_OFFLINE": "1"}
+    )
 
 
 @nox.session(python="3.11")

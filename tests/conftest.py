@@ -49,3 +49,34 @@ def vllm_release() -> str:
             "needs a vLLM release line: run through nox (VLLM_ASCEND_COMPAT_TEST_LINE unset)"
         )
     return line
+
+
+# --- end-to-end fixtures: one tiny model, one reference run, one HF oracle per session ---
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vllm_ascend_compat.testing import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tp1(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, vllm_release: str) -> dict:
+    """The offline run through the plugin that other end-to-end tests compare against."""
+    from e2e import run_llm
+
+    return run_llm(tiny_model, tmp_path_factory.mktemp("tp1"))
+
+
+@pytest.fixture(scope="session")
+def oracle(tiny_model: Path) -> dict[str, list[int]]:
+    """HF transformers' greedy tokens for every e2e prompt."""
+    from e2e import FIRST, LONG, MAX_TOKENS, SECOND
+
+    from vllm_ascend_compat.testing import hf_greedy
+
+    prompts = sorted(set(FIRST + SECOND))
+    result = dict(zip(prompts, hf_greedy(tiny_model, prompts, MAX_TOKENS), strict=True))
+    result.update(zip(LONG, hf_greedy(tiny_model, LONG, MAX_TOKENS, ignore_eos=True), strict=True))
+    return result

@@ -145,3 +145,22 @@ def test_patches_command_rejects_an_unknown_id() -> None:
         "from vllm_ascend_compat.cli import main; raise SystemExit(main(['patches', 'nope']))"
     )
     assert proc.returncode == 2 and "unknown patch id 'nope'" in proc.stderr
+
+
+def test_inactive_plugin_leaves_llm_startup_unchanged(tiny_model) -> None:
+    """No NPU and no CPU mode: vLLM does exactly what it does without the plugin."""
+    script = f"""
+if __name__ == "__main__":
+    from vllm import LLM
+    try:
+        LLM(model={str(tiny_model)!r}, dtype="float32", max_model_len=64)
+    except Exception as err:
+        print("OUTCOME", type(err).__name__, str(err).splitlines()[0][:300])
+    else:
+        print("OUTCOME started")
+"""
+    outcomes = []
+    for env in ({}, {"VLLM_PLUGINS": "none-selected"}):
+        output = check_python(script, HF_HUB_OFFLINE="1", **env)
+        outcomes.append(next(line for line in output.splitlines() if line.startswith("OUTCOME")))
+    assert outcomes[0] == outcomes[1], outcomes

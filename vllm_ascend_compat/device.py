@@ -98,7 +98,7 @@ class NpuDevice(Device):
     def __init__(self) -> None:
         import torch_npu  # noqa: F401  (registers torch.npu)
 
-        self.npu: Any = torch.npu  # type: ignore[attr-defined]
+        self.npu: Any = getattr(torch, "npu")  # noqa: B009  (added by torch_npu)
 
     def torch_device(self, index: int = 0) -> torch.device:
         return torch.device("npu", index)

@@ -102,9 +102,7 @@ def reshape_and_cache(
     value_cache.view(-1, num_kv_heads, head_size)[slots] = value[valid].to(value_cache.dtype)
 
 
-def gather_kv(
-    cache: torch.Tensor, block_table: torch.Tensor, length: int
-) -> torch.Tensor:
+def gather_kv(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
     """The first ``length`` cached rows of one sequence, ``[length, kv_heads, head]``."""
     block_size = cache.shape[1]
     blocks = block_table[: (length + block_size - 1) // block_size]
@@ -141,7 +139,9 @@ def _npu() -> Any:
     return torch_npu
 
 
-def rms_norm_npu(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, epsilon: float) -> None:
+def rms_norm_npu(
+    out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, epsilon: float
+) -> None:
     out.copy_(_npu().npu_rms_norm(input, weight, epsilon=epsilon)[0])
 
 

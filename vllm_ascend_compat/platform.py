@@ -31,7 +31,6 @@ class NPUPlatform(Platform):
     ray_device_key = "NPU"
     device_control_env_var = "ASCEND_RT_VISIBLE_DEVICES"
     simple_compile_backend = "eager"
-    supported_quantization: list[str] = []
 
     @property
     def supported_dtypes(self) -> list[torch.dtype]:
@@ -164,7 +163,7 @@ class NPUPlatform(Platform):
 def _disable_compilation(compilation_config: Any) -> None:
     """No torch.compile and no graph capture, whatever the release calls the knobs."""
     if hasattr(compilation_config, "mode"):
-        from vllm.config import CompilationMode  # type: ignore[attr-defined]
+        from vllm.config import CompilationMode
 
         compilation_config.mode = CompilationMode.NONE
     else:

@@ -38,6 +38,7 @@ class ReleaseLine:
     version: str
     torch: str
     constraints: str
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ class DetectedRelease:
 def load_lines(path: Path = LINES_FILE) -> tuple[str, tuple[ReleaseLine, ...]]:
     """Return (default line, all lines) from the release-lines data file."""
     data = tomllib.loads(path.read_text())
-    lines = tuple(ReleaseLine(**entry) for entry in data["line"])
+    lines = tuple(
+        ReleaseLine(**{**entry, "requires": tuple(entry.get("requires", ()))})
+        for entry in data["line"]
+    )
     return data["default"], lines
 
 

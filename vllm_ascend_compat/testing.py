@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -23,7 +24,7 @@ CORPUS = [
 ]
 
 
-def _tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
+def _tokenizer(vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -96,16 +97,29 @@ def build_tiny_llama(
     return path
 
 
-def hf_greedy(model_path: str | Path, prompts: list[str], max_tokens: int) -> list[list[int]]:
+def hf_greedy(
+    model_path: str | Path, prompts: list[str], max_tokens: int, *, ignore_eos: bool = False
+) -> list[list[int]]:
     """The oracle: HF transformers' own greedy ``generate`` in float32, new tokens only."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).eval()
+    ids = [tokenizer(prompt).input_ids for prompt in prompts]
+    return hf_greedy_ids(model_path, ids, max_tokens, ignore_eos=ignore_eos)
+
+
+def hf_greedy_ids(
+    model_path: str | Path, prompts: list[list[int]], max_tokens: int, *, ignore_eos: bool = False
+) -> list[list[int]]:
+    """:func:`hf_greedy` for prompts given as token ids."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    eos = None if ignore_eos else model.config.eos_token_id
     outputs = []
     for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        ids = torch.tensor([prompt])
         limit = min(max_tokens, model.config.max_position_embeddings - ids.shape[1])
         with torch.no_grad():
             generated = model.generate(
@@ -113,8 +127,8 @@ def hf_greedy(model_path: str | Path, prompts: list[str], max_tokens: int) -> li
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=limit,
                 do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.eos_token_id,
+                eos_token_id=eos,
+                pad_token_id=model.config.eos_token_id,
             )
         outputs.append(generated[0, ids.shape[1] :].tolist())
     return outputs

@@ -55,9 +55,7 @@ class NPUWorker(Worker):
 
     def determine_available_memory(self) -> int:
         requested = getattr(self.cache_config, "kv_cache_memory_bytes", None)
-        return device.current().kv_cache_budget(
-            requested, self.cache_config.gpu_memory_utilization
-        )
+        return device.current().kv_cache_budget(requested, self.cache_config.gpu_memory_utilization)
 
     def compile_or_warm_up_model(self) -> None:
         runner = self.model_runner

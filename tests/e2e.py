@@ -1,0 +1,63 @@
+"""Shared pieces of the end-to-end tests: the tiny model, prompts, and running vLLM."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import TESTS_DIR, clean_env
+
+MAX_MODEL_LEN = 256
+CHUNK = 32  # max_num_batched_tokens: long prompts are prefilled in several steps
+BLOCK = 16
+PREFIX = "Prefix caching reuses the blocks of prompts that share a beginning. " * 2
+
+# First batch: mixed lengths, a shared prefix, a prompt longer than the chunk size.
+FIRST = [
+    "The quick brown fox",
+    "Once upon a time there was a small model that generated text.",
+    PREFIX + "Greedy decoding",
+    PREFIX + "Tensor parallel",
+    "Numbers like 1 2 3 4 5 6 7 8 9 10 and words like alpha beta gamma. " * 3,
+    "A",
+]
+# Second batch: reuses the first batch's cached prefix while prefilling in chunks.
+SECOND = [PREFIX + "Chunked prefill splits long prompts", PREFIX + "Greedy decoding"]
+# Reaches the model length (EOS ignored): the prompt plus max_tokens exceed MAX_MODEL_LEN.
+LONG = ["Ascend NPUs run large language models with vLLM. " * 12]
+MAX_TOKENS = 200
+
+LLM_ARGS: dict[str, Any] = {
+    "dtype": "float32",
+    "max_model_len": MAX_MODEL_LEN,
+    "enable_prefix_caching": True,
+    "enable_chunked_prefill": True,
+    "max_num_batched_tokens": CHUNK,
+    "block_size": BLOCK,
+    "seed": 0,
+}
+
+
+def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm_overrides: Any) -> dict[str, Any]:
+    """Generate FIRST, SECOND, LONG greedily through the plugin in CPU mode, in a fresh process."""
+    batches = [
+        {"prompts": FIRST, "ignore_eos": False},
+        {"prompts": SECOND, "ignore_eos": False},
+        {"prompts": LONG, "ignore_eos": True},
+    ]
+    spec = tmp / "spec.json"
+    spec.write_text(json.dumps({
+        "model": str(model), "batches": batches, "max_tokens": MAX_TOKENS,
+        "llm": {**LLM_ARGS, **llm_overrides},
+    }))  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(TESTS_DIR / "run_llm.py"), str(spec)],
+        capture_output=True, text=True, timeout=timeout, cwd=tmp,
+        env=clean_env(VLLM_ASCEND_COMPAT_CPU="1", HF_HUB_OFFLINE="1"),
+    )  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1][len("RESULT ") :])
