@@ -121,6 +121,13 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/support-matrix.md from the release lines and the patch registry."""
+    session.install(str(ROOT))
+    session.run("python", str(ROOT / "docs" / "support_matrix.py"))
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy over the package, patches, tests and tools."""
     session.install("ruff", "mypy", "packaging", "wrapt", "nox", "pytest", "hypothesis")

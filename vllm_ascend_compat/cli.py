@@ -47,6 +47,13 @@ def _plan(detected: release.DetectedRelease) -> list[dict[str, Any]]:
     return rows
 
 
+def _device_found() -> dict[str, Any]:
+    from vllm_ascend_compat import device
+
+    dev = device.current()
+    return {"type": dev.type, "name": dev.name(), "count": dev.device_count()}
+
+
 def doctor(as_json: bool) -> int:
     import torch
 
@@ -55,6 +62,7 @@ def doctor(as_json: bool) -> int:
         "torch": torch.__version__,
         "torch_npu": _dist_version("torch_npu") or _dist_version("torch-npu"),
         "activation": asdict(decision),
+        "device": _device_found() if decision.active else None,
     }
     try:
         detected = release.detect()
@@ -100,6 +108,9 @@ def _print_doctor(report: dict[str, Any], as_json: bool) -> None:
             print(f"  WARNING   {warning}")
     print(f"torch       {report['torch']}")
     print(f"torch_npu   {report['torch_npu'] or 'not installed'}")
+    found = report["device"]
+    print(f"device      {found['count']} x {found['name']} ({found['type']})" if found else
+          "device      none in use")  # fmt: skip
     decision = report["activation"]
     state = f"active on {decision['device']}" if decision["active"] else "inactive"
     print(f"activation  {state}: {decision['reason']}")
