@@ -44,12 +44,14 @@ def render() -> str:
         "`applied`: the line lacks the fix, the patch is applied there. "
         "`-`: not needed on that line (fixed upstream, or not yet broken).",
         "",
-        "| patch | phase | kind | vLLM | upstream | " + " | ".join(l.version for l in lines) + " |",
+        "| patch | phase | kind | vLLM | upstream | "
+        + " | ".join(line.version for line in lines)
+        + " |",
         "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in lines) + " |",
     ]
     for p in ALL:
         link = p.upstream if p.upstream == "NPU only" else f"[link]({p.upstream})"
-        cells = ["applied" if p.applies_to(Version(l.version)) else "-" for l in lines]
+        cells = ["applied" if p.applies_to(Version(line.version)) else "-" for line in lines]
         out.append(
             f"| `{p.id}` | {p.phase.value} | {p.kind.value} | `{p.versions}` | {link} | "
             + " | ".join(cells)
