@@ -15,6 +15,9 @@ ALLOW_UNSUPPORTED = "VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED"
 # Comma-separated patch ids not to apply.
 DISABLE_PATCHES = "VLLM_ASCEND_COMPAT_DISABLE_PATCHES"
 
+# Where built ops (and, for nox, environments) are cached; default ~/.cache/vllm-ascend-compat.
+CACHE = "VLLM_ASCEND_COMPAT_CACHE"
+
 _TRUE = {"1", "true", "yes", "on"}
 
 

@@ -1,9 +1,10 @@
 """The plugin's custom ops: one torch library namespace, called as ``torch.ops._C_ascend_compat``.
 
-Schemas are declared once, here. Each op has a CPU kernel, a PrivateUse1 (NPU)
-kernel that hands the work to torch_npu, and a Meta kernel for tracing. The CPU
-kernels below are the pure-torch reference implementations; they also serve as
-the oracle the compiled kernels are tested against.
+Schemas are declared once, here, with a Meta kernel for tracing. The C++ kernels
+in ``csrc/`` (CPU, and PrivateUse1 handing the work to torch_npu) are built on
+first use against the installed torch and cached (see :func:`build_dir`). The
+pure-torch kernels below are the reference the compiled ones are tested against,
+and the CPU fallback when no compiler is available.
 
 KV cache layout, both devices: key and value caches of shape
 ``[num_blocks, block_size, num_kv_heads, head_size]``; slot ``s`` is row
@@ -12,10 +13,17 @@ KV cache layout, both devices: key and value caches of shape
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from vllm_ascend_compat import envs
+from vllm_ascend_compat.log import logger
 
 NAMESPACE = "_C_ascend_compat"
 
@@ -130,75 +138,6 @@ def paged_attention(
         out[i] = torch.einsum("hgl,lhd->hgd", probs, v).reshape(out.shape[1:]).to(out.dtype)
 
 
-# --- NPU kernels: torch_npu does the work --------------------------------------------------
-
-
-def _npu() -> Any:
-    import torch_npu
-
-    return torch_npu
-
-
-def rms_norm_npu(
-    out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, epsilon: float
-) -> None:
-    out.copy_(_npu().npu_rms_norm(input, weight, epsilon=epsilon)[0])
-
-
-def fused_add_rms_norm_npu(
-    input: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, epsilon: float
-) -> None:
-    normed, _, added = _npu().npu_add_rms_norm(input, residual, weight, epsilon=epsilon)
-    residual.copy_(added)
-    input.copy_(normed)
-
-
-def rotary_embedding_npu(
-    positions: torch.Tensor,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    head_size: int,
-    cos_sin_cache: torch.Tensor,
-    is_neox: bool,
-) -> None:
-    _npu()._npu_rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox)
-
-
-def silu_and_mul_npu(out: torch.Tensor, input: torch.Tensor) -> None:
-    out.copy_(_npu().npu_swiglu(input, dim=-1))
-
-
-def reshape_and_cache_npu(
-    key: torch.Tensor,
-    value: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
-    _npu()._npu_reshape_and_cache(
-        key=key, value=value, key_cache=key_cache, value_cache=value_cache,
-        slot_indices=slot_mapping.to(torch.int32),
-    )  # fmt: skip
-
-
-def paged_attention_npu(
-    out: torch.Tensor,
-    query: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    num_kv_heads: int,
-    scale: float,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-) -> None:
-    _npu()._npu_paged_attention(
-        query=query, key_cache=key_cache, value_cache=value_cache,
-        num_kv_heads=num_kv_heads, num_heads=query.shape[1], scale_value=scale,
-        block_table=block_tables.to(torch.int32), context_lens=seq_lens.to(torch.int32),
-        out=out,
-    )  # fmt: skip
-
-
 # --- Registration -----------------------------------------------------------------------
 
 REFERENCE: dict[str, Callable[..., None]] = {
@@ -209,31 +148,84 @@ REFERENCE: dict[str, Callable[..., None]] = {
     "reshape_and_cache": reshape_and_cache,
     "paged_attention": paged_attention,
 }
-NPU: dict[str, Callable[..., None]] = {
-    "rms_norm": rms_norm_npu,
-    "fused_add_rms_norm": fused_add_rms_norm_npu,
-    "rotary_embedding": rotary_embedding_npu,
-    "silu_and_mul": silu_and_mul_npu,
-    "reshape_and_cache": reshape_and_cache_npu,
-    "paged_attention": paged_attention_npu,
-}
+SOURCES = Path(__file__).with_name("csrc")
 
 _library: torch.library.Library | None = None
+_kernels = ""
 
 
 def _no_op_meta(*args: Any) -> None:
     """Every op writes into its arguments and returns nothing: no shapes to infer."""
 
 
+def build_flags() -> list[str]:
+    """Compile for the vector width ATen itself dispatches to on this CPU."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = {
+        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
+        "AVX2": ["-mavx2", "-mfma", "-mf16c"],
+    }.get(capability, [])
+    defines = [f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"] if flags else []
+    return ["-O3", *flags, *defines]
+
+
+def build_dir() -> Path:
+    """One build per torch release, CPU capability and source text."""
+    digest = hashlib.sha256()
+    for part in (torch.__version__, *build_flags()):
+        digest.update(part.encode())
+    for source in sorted(SOURCES.glob("*.cpp")):
+        digest.update(source.read_bytes())
+    root = Path(os.environ.get(envs.CACHE, Path.home() / ".cache" / "vllm-ascend-compat"))
+    return root / "ops" / f"torch-{torch.__version__}-{digest.hexdigest()[:16]}"
+
+
+def _load_compiled() -> None:
+    """Build (once, cached) and load the C++ kernels: CPU and PrivateUse1."""
+    from torch.utils import cpp_extension
+
+    directory = build_dir()
+    sources = directory / "src"
+    if not sources.is_dir():  # copies keep their mtimes, so reinstalls do not rebuild
+        staging = directory / f"src.{os.getpid()}"
+        staging.mkdir(parents=True, exist_ok=True)
+        for source in SOURCES.glob("*.cpp"):
+            shutil.copy(source, staging / source.name)
+        staging.rename(sources)
+    cpp_extension.load(
+        name="_C_ascend_compat_kernels",
+        sources=[str(p) for p in sorted(sources.glob("*.cpp"))],
+        extra_cflags=build_flags(),
+        build_directory=str(directory),
+        is_python_module=False,
+        verbose=False,
+    )
+
+
 def register() -> str:
-    """Define the namespace once per process; return which kernels back the CPU ops."""
-    global _library
+    """Define the namespace once per process and back it with kernels.
+
+    Returns "compiled" when the C++ kernels are loaded, "reference" when the
+    build was not possible and the CPU ops run the pure-torch reference kernels
+    (said once, in the log; the NPU needs the compiled ones).
+    """
+    global _library, _kernels
     if _library is not None:
-        return "reference"
+        return _kernels
     _library = torch.library.Library(NAMESPACE, "DEF")
     for name, schema in SCHEMAS.items():
         _library.define(schema)
-        _library.impl(name, REFERENCE[name], "CPU")
-        _library.impl(name, NPU[name], "PrivateUse1")
         _library.impl(name, _no_op_meta, "Meta")
-    return "reference"
+    try:
+        _load_compiled()
+        _kernels = "compiled"
+    except Exception as err:
+        for name, kernel in REFERENCE.items():
+            _library.impl(name, kernel, "CPU")
+        _kernels = "reference"
+        logger.warning(
+            "vllm-ascend-compat: C++ ops not available (%s); CPU ops use the pure-torch "
+            "reference kernels and NPU ops are missing",
+            str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__,
+        )
+    return _kernels

@@ -15,7 +15,7 @@ from vllm.platforms import current_platform
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
 
-from vllm_ascend_compat import device, ops, patching, plugin
+from vllm_ascend_compat import device, layers, ops, patching, plugin
 from vllm_ascend_compat.log import logger
 
 
@@ -50,7 +50,11 @@ class NPUWorker(Worker):
         set_random_seed(self.model_config.seed)
         plugin.apply_phase(patching.Phase.WORKER)
         kernels = ops.register()
-        logger.info("vllm-ascend-compat worker on %s, %s kernels", self.device, kernels)
+        served = layers.register()
+        logger.info(
+            "vllm-ascend-compat worker on %s: %s kernels; %s and attention run on "
+            "_C_ascend_compat ops", self.device, kernels, ", ".join(served),
+        )  # fmt: skip
         self.model_runner: NPUModelRunner = NPUModelRunner(self.vllm_config, self.device)
 
     def determine_available_memory(self) -> int:
