@@ -45,7 +45,7 @@ class AscendRotaryEmbedding(RotaryEmbedding):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if key is None:
             return self.forward_native(positions, query, key)
-        cache: torch.Tensor = self.cos_sin_cache
+        cache: torch.Tensor = getattr(self, "cos_sin_cache")  # noqa: B009  (a buffer)
         if cache.dtype != query.dtype or cache.device != query.device:
             cache = self.cos_sin_cache = cache.to(query.device, dtype=query.dtype)
         OPS.rotary_embedding(positions, query, key, self.head_size, cache, self.is_neox_style)
