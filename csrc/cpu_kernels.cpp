@@ -9,6 +9,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -285,18 +286,60 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
   });
 }
 
-template <typename T>
-inline float dot(const T* a, const T* b, int64_t n) {
+inline float dot(const float* a, const float* b, int64_t n) {
   fVec acc(0.f);
   int64_t d = 0;
-  for (; d + kW <= n; d += kW) acc = at::vec::fmadd(load_f(a + d), load_f(b + d), acc);
+  for (; d + kW <= n; d += kW) acc = at::vec::fmadd(fVec::loadu(a + d), fVec::loadu(b + d), acc);
   float s = sum(acc);
-  for (; d < n; ++d) s += float(a[d]) * float(b[d]);
+  for (; d < n; ++d) s += a[d] * b[d];
   return s;
 }
 
-// Decode attention, one task per (sequence, kv head); the kv head's query group shares
-// each key and value row read from the cache.
+// y += a * x
+inline void axpy(float a, const float* x, float* y, int64_t n) {
+  const fVec va(a);
+  int64_t d = 0;
+  for (; d + kW <= n; d += kW) at::vec::fmadd(va, fVec::loadu(x + d), fVec::loadu(y + d)).store(y + d);
+  for (; d < n; ++d) y[d] += a * x[d];
+}
+
+// Softmax in place, exponentials vectorized.
+inline void softmax(float* s, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t l = 0; l < n; ++l) mx = std::max(mx, s[l]);
+  const fVec vmx(mx);
+  fVec vtotal(0.f);
+  int64_t l = 0;
+  for (; l + kW <= n; l += kW) {
+    fVec e = (fVec::loadu(s + l) - vmx).exp_u20();
+    e.store(s + l);
+    vtotal = vtotal + e;
+  }
+  float total = sum(vtotal);
+  for (; l < n; ++l) total += (s[l] = std::exp(s[l] - mx));
+  const fVec inv(1.f / total);
+  l = 0;
+  for (; l + kW <= n; l += kW) (fVec::loadu(s + l) * inv).store(s + l);
+  for (; l < n; ++l) s[l] /= total;
+}
+
+// A row as floats: the row itself for float, else converted into ``buffer``.
+template <typename T>
+inline const float* to_float(const T* src, float* buffer, int64_t n) {
+  int64_t d = 0;
+  for (; d + kW <= n; d += kW) load_f(src + d).store(buffer + d);
+  for (; d < n; ++d) buffer[d] = float(src[d]);
+  return buffer;
+}
+template <>
+inline const float* to_float<float>(const float* src, float*, int64_t) {
+  return src;
+}
+
+// Decode attention. A task is one sequence and a contiguous range of its kv heads, so
+// each cached token row is read as one contiguous span (the cache interleaves heads
+// within a token). Rows are converted to float once and shared by every query head of
+// the group; softmax runs vectorized over the scores.
 template <typename T, typename index_t>
 void paged_attention_impl(T* out, const T* query, int64_t q_stride, const T* kc, const T* vc,
                           int64_t block_size, int64_t kv_heads, int64_t head_size, int64_t group,
@@ -304,42 +347,46 @@ void paged_attention_impl(T* out, const T* query, int64_t q_stride, const T* kc,
                           const index_t* lens, int64_t seqs) {
   const int64_t row = kv_heads * head_size;
   const int64_t q_heads = kv_heads * group;
-  at::parallel_for(0, seqs * kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, acc(group * head_size);
+  const int64_t want = (2 * at::get_num_threads() + seqs - 1) / seqs;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kv_heads, want));
+  const int64_t per_chunk = (kv_heads + chunks - 1) / chunks;
+  at::parallel_for(0, seqs * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> q, row_f(row), scores, acc;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / kv_heads, kh = task % kv_heads;
-      const int64_t len = lens[b];
+      const int64_t b = task / chunks;
+      const int64_t kh0 = (task % chunks) * per_chunk;
+      const int64_t nh = std::min(kv_heads, kh0 + per_chunk) - kh0;
+      if (nh <= 0) continue;
+      const int64_t len = lens[b], width = nh * head_size, queries = nh * group;
       const index_t* table = tables + b * table_stride;
-      const T* q = query + b * q_stride + kh * group * head_size;
-      scores.assign(group * len, 0.f);
-      for (int64_t l = 0; l < len; ++l) {
-        const T* k = kc + (int64_t(table[l / block_size]) * block_size + l % block_size) * row +
-                     kh * head_size;
-        for (int64_t g = 0; g < group; ++g)
-          scores[g * len + l] = dot(q + g * head_size, k, head_size) * scale;
-      }
-      for (int64_t g = 0; g < group; ++g) {
-        float* s = scores.data() + g * len;
-        float mx = -INFINITY, total = 0.f;
-        for (int64_t l = 0; l < len; ++l) mx = std::max(mx, s[l]);
-        for (int64_t l = 0; l < len; ++l) total += (s[l] = std::exp(s[l] - mx));
-        for (int64_t l = 0; l < len; ++l) s[l] /= total;
-      }
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t l = 0; l < len; ++l) {
-        const T* v = vc + (int64_t(table[l / block_size]) * block_size + l % block_size) * row +
-                     kh * head_size;
-        for (int64_t g = 0; g < group; ++g) {
-          const fVec p(scores[g * len + l]);
-          float* a = acc.data() + g * head_size;
-          int64_t d = 0;
-          for (; d + kW <= head_size; d += kW)
-            at::vec::fmadd(p, load_f(v + d), fVec::loadu(a + d)).store(a + d);
-          for (; d < head_size; ++d) a[d] += scores[g * len + l] * float(v[d]);
+      const T* q_src = query + b * q_stride + kh0 * group * head_size;
+      q.resize(queries * head_size);
+      for (int64_t i = 0; i < queries * head_size; ++i) q[i] = float(q_src[i]) * scale;
+      scores.resize(queries * len);
+      for (int64_t start = 0; start < len; start += block_size) {
+        const T* block = kc + int64_t(table[start / block_size]) * block_size * row;
+        const int64_t rows = std::min(block_size, len - start);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* kf = to_float(block + r * row + kh0 * head_size, row_f.data(), width);
+          for (int64_t i = 0; i < queries; ++i)
+            scores[i * len + start + r] =
+                dot(q.data() + i * head_size, kf + (i / group) * head_size, head_size);
         }
       }
-      T* o = out + b * q_heads * head_size + kh * group * head_size;
-      for (int64_t i = 0; i < group * head_size; ++i) o[i] = T(acc[i]);
+      for (int64_t i = 0; i < queries; ++i) softmax(scores.data() + i * len, len);
+      acc.assign(queries * head_size, 0.f);
+      for (int64_t start = 0; start < len; start += block_size) {
+        const T* block = vc + int64_t(table[start / block_size]) * block_size * row;
+        const int64_t rows = std::min(block_size, len - start);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* vf = to_float(block + r * row + kh0 * head_size, row_f.data(), width);
+          for (int64_t i = 0; i < queries; ++i)
+            axpy(scores[i * len + start + r], vf + (i / group) * head_size,
+                 acc.data() + i * head_size, head_size);
+        }
+      }
+      T* o = out + b * q_heads * head_size + kh0 * group * head_size;
+      for (int64_t i = 0; i < queries * head_size; ++i) o[i] = T(acc[i]);
     }
   });
 }

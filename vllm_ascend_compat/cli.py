@@ -48,10 +48,11 @@ def _plan(detected: release.DetectedRelease) -> list[dict[str, Any]]:
 
 
 def _device_found() -> dict[str, Any]:
-    from vllm_ascend_compat import device
+    from vllm_ascend_compat import device, ops
 
     dev = device.current()
-    return {"type": dev.type, "name": dev.name(), "count": dev.device_count()}
+    return {"type": dev.type, "name": dev.name(), "count": dev.device_count(),
+            "kernels": ops.register()}  # fmt: skip
 
 
 def doctor(as_json: bool) -> int:
@@ -109,8 +110,8 @@ def _print_doctor(report: dict[str, Any], as_json: bool) -> None:
     print(f"torch       {report['torch']}")
     print(f"torch_npu   {report['torch_npu'] or 'not installed'}")
     found = report["device"]
-    print(f"device      {found['count']} x {found['name']} ({found['type']})" if found else
-          "device      none in use")  # fmt: skip
+    print(f"device      {found['count']} x {found['name']} ({found['type']}), "
+          f"{found['kernels']} kernels" if found else "device      none in use")  # fmt: skip
     decision = report["activation"]
     state = f"active on {decision['device']}" if decision["active"] else "inactive"
     print(f"activation  {state}: {decision['reason']}")

