@@ -40,13 +40,19 @@ template <typename T>
 inline void store_f(T* p, const fVec& v) {
   v.store(p);
 }
+// Reduced types: convert kW floats, then a fixed-size copy the compiler turns into one
+// store (Vectorized::store with a count takes a slow generic path).
 template <>
 inline void store_f<at::BFloat16>(at::BFloat16* p, const fVec& v) {
-  at::vec::convert_float_bfloat16(v, v).store(p, kW);
+  __at_align__ at::BFloat16 tmp[2 * kW];
+  at::vec::convert_float_bfloat16(v, v).store(tmp);
+  std::memcpy(p, tmp, kW * sizeof(at::BFloat16));
 }
 template <>
 inline void store_f<at::Half>(at::Half* p, const fVec& v) {
-  at::vec::convert_float_half(v, v).store(p, kW);
+  __at_align__ at::Half tmp[2 * kW];
+  at::vec::convert_float_half(v, v).store(tmp);
+  std::memcpy(p, tmp, kW * sizeof(at::Half));
 }
 
 inline float sum(const fVec& v) {
