@@ -60,4 +60,4 @@ def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm_overrides: Any) 
     )  # fmt: skip
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[-1][len("RESULT ") :])
+    return {**json.loads(lines[-1][len("RESULT ") :]), "log": proc.stdout + proc.stderr}
