@@ -35,6 +35,7 @@ TORCH_NPU = "2.14.0"  # the torch_npu release whose op schemas the contract test
 nox.options.envdir = str(CACHE / "nox")
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "tests"]
+REPORTS = ROOT / ".reports"  # one JUnit file per line, summarised by .ci/summary.py
 
 
 def _index_url() -> str:
@@ -110,13 +111,30 @@ def run_tests(session: nox.Session, version: str) -> None:
         "VLLM_ASCEND_COMPAT_TORCH_NPU_WHEEL": str(_torch_npu_wheel(session)),
     }
     session.chdir(ROOT / "tests")  # import the installed plugin, not the checkout
-    session.run("python", "-m", "pytest", *(session.posargs or ["."]), env=env)
+    REPORTS.mkdir(exist_ok=True)
+    report = REPORTS / f"vllm-{version}.xml"
+    session.run(
+        "python", "-m", "pytest", f"--junitxml={report}", *(session.posargs or ["."]), env=env
+    )
 
 
-@nox.session(python="3.11")
+@nox.session(python="3.11", tags=["ci"])
 def tests(session: nox.Session) -> None:
     """The whole suite on the default vLLM release line."""
     run_tests(session, DEFAULT)
+
+
+def _line_session(version: str) -> None:
+    @nox.session(name=f"tests-{version}", python="3.11", tags=["ci"])
+    def line(session: nox.Session) -> None:
+        run_tests(session, version)
+
+    line.__doc__ = f"The whole suite on vLLM {version}."
+
+
+for _version in LINES:
+    if _version != DEFAULT:
+        _line_session(_version)
 
 
 @nox.session(python="3.11")
@@ -150,7 +168,7 @@ def docs(session: nox.Session) -> None:
     session.run("python", str(ROOT / "docs" / "support_matrix.py"))
 
 
-@nox.session(python="3.11")
+@nox.session(python="3.11", tags=["ci"])
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy over the package, patches, tests and tools."""
     session.install("ruff", "mypy", "packaging", "wrapt", "nox", "pytest", "hypothesis")

@@ -97,7 +97,12 @@ for stop_kind in ("eos", "stop_token"):
 
 def test_stop_token_at_max_tokens_reproducer(vllm_release: str) -> None:
     if not _applies("stop-token-before-length-cap", vllm_release):
-        pytest.skip(f"vLLM {vllm_release} already checks stop tokens first (fixed in 0.11.1)")
+        output = check_python(
+            REPRO_STOP_AT_MAX_TOKENS.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1"
+        )
+        assert "eos FINISHED_STOPPED None" in output  # fixed upstream on this line
+        assert "stop_token FINISHED_STOPPED 7" in output
+        return
     unpatched = check_python(
         REPRO_STOP_AT_MAX_TOKENS.format(patched=False), VLLM_ASCEND_COMPAT_CPU="1"
     )

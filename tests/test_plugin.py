@@ -117,18 +117,24 @@ def test_doctor_json_lists_every_patch_with_its_check(vllm_release: str) -> None
         assert row["check"] in ("ok", "not needed"), row
 
 
-def test_doctor_exits_nonzero_when_a_required_patch_cannot_apply() -> None:
-    # Pretend the installed vLLM is an older release whose patch targets are gone.
+def test_doctor_exits_nonzero_when_a_required_patch_cannot_apply(vllm_release: str) -> None:
+    """Remove the target of a patch this line needs, as an upstream refactor would."""
+    from packaging.version import Version
+    from vllm_ascend_compat.patches import ALL
+
+    patch = next(p for p in ALL if p.applies_to(Version(vllm_release)) and not p.optional)
+    *parents, name = patch.attr_path
     proc = run_python(
-        """
+        f"""
+import functools, importlib
 from vllm_ascend_compat.cli import main
-import vllm.v1.core.sched.utils as utils
-del utils.check_stop
+owner = functools.reduce(getattr, {parents!r}, importlib.import_module({patch.module!r}))
+delattr(owner, {name!r})
 raise SystemExit(main(['doctor']))
 """,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "stop-token-before-length-cap" in proc.stdout and "target not found" in proc.stdout
+    assert patch.id in proc.stdout and "target not found" in proc.stdout
 
 
 def test_patches_command_explains_one_patch() -> None:

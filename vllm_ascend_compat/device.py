@@ -24,6 +24,8 @@ GiB = 1 << 30
 class _HostEvent:
     """Events and streams are no-ops on a synchronous host device."""
 
+    device = torch.device("cpu")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
@@ -195,15 +197,17 @@ class CpuDevice(Device):
 
     @contextlib.contextmanager
     def as_cuda(self) -> Iterator[None]:
-        names = ("Event", "Stream")
-        saved = {name: getattr(torch.cuda, name) for name in names}
+        # torch.cuda.Event/Stream, and the device-generic torch.Event (0.13+), which
+        # raises on the CPU backend.
+        targets = [(torch.cuda, "Event"), (torch.cuda, "Stream"), (torch, "Event")]
+        saved = [(owner, name, getattr(owner, name)) for owner, name in targets]
         try:
-            for name in names:
-                setattr(torch.cuda, name, _HostEvent)
+            for owner, name, _ in saved:
+                setattr(owner, name, _HostEvent)
             yield
         finally:
-            for name, value in saved.items():
-                setattr(torch.cuda, name, value)
+            for owner, name, value in saved:
+                setattr(owner, name, value)
 
 
 @cache
