@@ -13,13 +13,27 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from vllm.attention.backends.abstract import (
-    AttentionBackend,
-    AttentionImpl,
-    AttentionLayer,
-    AttentionType,
-)
-from vllm.v1.attention.backends.utils import AttentionMetadataBuilder, CommonAttentionMetadata
+
+try:  # vLLM 0.14+: the V1 attention abstractions live in one module
+    from vllm.v1.attention.backend import (
+        AttentionBackend,
+        AttentionImpl,
+        AttentionLayer,
+        AttentionMetadataBuilder,
+        AttentionType,
+        CommonAttentionMetadata,
+    )
+except ImportError:  # up to 0.13
+    from vllm.attention.backends.abstract import (
+        AttentionBackend,
+        AttentionImpl,
+        AttentionLayer,
+        AttentionType,
+    )
+    from vllm.v1.attention.backends.utils import (
+        AttentionMetadataBuilder,
+        CommonAttentionMetadata,
+    )
 
 from vllm_ascend_compat import device, ops
 
@@ -72,6 +86,7 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
 
 class AscendAttentionBackend(AttentionBackend):
     accept_output_buffer: bool = True
+    supported_dtypes: ClassVar[list[torch.dtype]] = [torch.float16, torch.bfloat16, torch.float32]
 
     @staticmethod
     def get_name() -> str:
@@ -100,8 +115,8 @@ class AscendAttentionBackend(AttentionBackend):
         return (2, num_blocks, block_size, num_kv_heads, head_size)
 
     @classmethod
-    def get_supported_dtypes(cls) -> list[torch.dtype]:
-        return [torch.float16, torch.bfloat16, torch.float32]
+    def get_supported_dtypes(cls) -> list[torch.dtype]:  # the hook's name up to 0.13
+        return cls.supported_dtypes
 
     @staticmethod
     def use_cascade_attention(*args: Any, **kwargs: Any) -> bool:
