@@ -83,11 +83,16 @@ import vllm.v1.core.sched.scheduler as scheduler
 from vllm_ascend_compat import plugin
 if {patched}:
     plugin.general_plugin()
+import inspect
 STOP = 7
 for stop_kind in ("eos", "stop_token"):
     stop_ids = [STOP] if stop_kind == "stop_token" else None
     params = SamplingParams(max_tokens=2, stop_token_ids=stop_ids)
-    request = Request("r", [1, 2, 3], params, None, eos_token_id=STOP if stop_kind == "eos" else 99)
+    eos = STOP if stop_kind == "eos" else 99
+    params.update_from_generation_config({{}}, eos)  # where the EOS lives from 0.14
+    old_style = "eos_token_id" in inspect.signature(Request.__init__).parameters  # up to 0.13
+    extra = {{"eos_token_id": eos}} if old_style else {{}}
+    request = Request("r", [1, 2, 3], params, None, **extra)
     request.append_output_token_ids([5, STOP])  # the stop comes exactly at max_tokens
     # call through the scheduler module, which imported check_stop by name
     assert scheduler.check_stop(request, max_model_len=100)

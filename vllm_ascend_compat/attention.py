@@ -37,7 +37,23 @@ except ImportError:  # up to 0.13
 
 from vllm_ascend_compat import device, ops
 
-BACKEND_NAME = "ASCEND_COMPAT"
+# vLLM's name for a third-party backend: from 0.18 the layer looks the name up in
+# AttentionBackendEnum, where only CUSTOM fits; older lines accept any name.
+BACKEND_NAME = "CUSTOM"
+
+
+def register() -> None:
+    """Point vLLM's CUSTOM attention backend at this one, on lines with the registry."""
+    try:
+        from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
+    except ImportError:
+        try:
+            from vllm.attention.backends.registry import AttentionBackendEnum, register_backend
+        except ImportError:
+            return
+    from vllm_ascend_compat.platform import ATTENTION_BACKEND
+
+    register_backend(AttentionBackendEnum.CUSTOM, ATTENTION_BACKEND)
 
 
 @dataclass

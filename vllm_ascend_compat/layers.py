@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from vllm.model_executor import custom_op
 from vllm.model_executor.custom_op import CustomOp
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -61,7 +62,11 @@ LAYERS = {
 
 def register() -> list[str]:
     """Register the layers once per process; return the names now served by the plugin."""
+    # A class attribute up to 0.14, a module-level dict from 0.15.
+    registry = getattr(custom_op, "op_registry_oot", None)
+    if registry is None:
+        registry = CustomOp.op_registry_oot
     for name, layer in LAYERS.items():
-        if CustomOp.op_registry_oot.get(name) is not layer:
+        if registry.get(name) is not layer:
             CustomOp.register_oot(layer, name=name)
     return list(LAYERS)

@@ -17,6 +17,7 @@ from vllm_ascend_compat.log import logger
 
 _DEVICE = device.current()
 _MODULE = "vllm_ascend_compat"
+ATTENTION_BACKEND = f"{_MODULE}.attention.AscendAttentionBackend"
 DEVICE_COMMUNICATOR = (
     "vllm.distributed.device_communicators.base_device_communicator.DeviceCommunicatorBase"
 )
@@ -47,7 +48,7 @@ class NPUPlatform(Platform):
             use_mla = kwargs.get("use_mla", len(args) > 6 and args[6])
         if use_mla:
             raise NotImplementedError("vllm-ascend-compat does not implement MLA attention")
-        return f"{_MODULE}.attention.AscendAttentionBackend"
+        return ATTENTION_BACKEND
 
     # --- device ------------------------------------------------------------------------
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from vllm.model_executor.utils import set_random_seed
+
+try:  # vLLM 0.18+ keeps it with the torch helpers
+    from vllm.utils.torch_utils import set_random_seed
+except ImportError:
+    from vllm.model_executor.utils import set_random_seed
 from vllm.platforms import current_platform
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
 
-from vllm_ascend_compat import device, layers, ops, patching, plugin
+from vllm_ascend_compat import attention, device, layers, ops, patching, plugin
 from vllm_ascend_compat.log import logger
 
 
@@ -51,6 +55,7 @@ class NPUWorker(Worker):
         plugin.apply_phase(patching.Phase.WORKER)
         kernels = ops.register()
         served = layers.register()
+        attention.register()
         logger.info(
             "vllm-ascend-compat worker on %s: %s kernels; %s and attention run on "
             "_C_ascend_compat ops", self.device, kernels, ", ".join(served),
@@ -61,7 +66,8 @@ class NPUWorker(Worker):
         requested = getattr(self.cache_config, "kv_cache_memory_bytes", None)
         return device.current().kv_cache_budget(requested, self.cache_config.gpu_memory_utilization)
 
-    def compile_or_warm_up_model(self) -> None:
+    def compile_or_warm_up_model(self) -> float:
+        """Warm up eagerly; returns the compilation time vLLM 0.18+ collects (none here)."""
         runner = self.model_runner
         max_num_reqs = min(
             self.scheduler_config.max_num_seqs, self.scheduler_config.max_num_batched_tokens
@@ -72,6 +78,7 @@ class NPUWorker(Worker):
         else:
             runner._dummy_sampler_run(hidden_states=last_hidden_states)
         set_random_seed(self.model_config.seed)
+        return 0.0
 
     def sleep(self, level: int = 1) -> None:
         logger.warning("vllm-ascend-compat: sleep mode is not supported; ignored")
