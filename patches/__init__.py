@@ -6,11 +6,12 @@ vLLM. The implementations live in modules keyed by the releases they serve
 patch applies to the detected release. Installed as ``vllm_ascend_compat.patches``.
 """
 
-from vllm_ascend_compat.patches import sampling_params, stop_checks
+from vllm_ascend_compat.patches import sampling_params, stop_checks, triton_kernels
 
 from vllm_ascend_compat.patching import Patch
 
 ALL: tuple[Patch, ...] = (
     *sampling_params.PATCHES,
     *stop_checks.PATCHES,
+    *triton_kernels.PATCHES,
 )

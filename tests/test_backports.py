@@ -117,3 +117,40 @@ def test_stop_token_at_max_tokens_reproducer(vllm_release: str) -> None:
     assert "eos FINISHED_LENGTH_CAPPED" in unpatched  # the bug
     assert "eos FINISHED_STOPPED None" in patched
     assert "stop_token FINISHED_STOPPED 7" in patched
+
+
+REPRO_SLOT_MAPPING = """
+import torch
+import vllm.v1.worker.block_table as block_table
+from vllm_ascend_compat import plugin
+if {patched}:
+    plugin.general_plugin()
+starts = torch.tensor([0, 3, 5], dtype=torch.int32)  # two requests: 3 and 2 tokens
+positions = torch.tensor([0, 1, 17, 4, 5])
+table = torch.tensor([[7, 2, 0], [5, 0, 0], [0, 0, 0]], dtype=torch.int32)
+slots = torch.full((8,), -5, dtype=torch.int64)
+try:
+    block_table._compute_slot_mapping_kernel[(3,)](
+        5, 8, starts, positions, table, table.stride(0), 16, slots, 1, 0, 1, -1, 1024
+    )
+except TypeError as err:  # no Triton: the kernel is a plain function
+    print("NO KERNEL", err)
+print("SLOTS", slots.tolist())
+"""
+
+
+def test_torch_slot_mapping_replaces_the_triton_kernel(vllm_release: str) -> None:
+    if not _applies("torch-slot-mapping", vllm_release):
+        output = check_python(
+            "from vllm_ascend_compat import plugin, patching\n"
+            "plugin.general_plugin()\n"
+            "print({o.patch_id: o.status.value for o in patching.report()})",
+            VLLM_ASCEND_COMPAT_CPU="1",
+        )
+        assert "'torch-slot-mapping': 'out-of-range'" in output
+        return
+    unpatched = check_python(REPRO_SLOT_MAPPING.format(patched=False), VLLM_ASCEND_COMPAT_CPU="1")
+    patched = check_python(REPRO_SLOT_MAPPING.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1")
+    assert "NO KERNEL" in unpatched  # without Triton the runner cannot compute slots
+    # request 0: block 7 rows 0, 1, then block 2 row 1; request 1: block 5 rows 4, 5; padding
+    assert "SLOTS [112, 113, 33, 84, 85, -1, -1, -1]" in patched

@@ -44,7 +44,8 @@ def test_long_prompt_stops_at_the_model_length(tp1: dict[str, Any]) -> None:
 def test_engine_ran_through_the_plugin(tp1: dict[str, Any]) -> None:
     print(f"engine start {tp1['engine_start_seconds']:.1f}s, "
           f"{tp1['tokens_per_second']:.0f} tokens/s")  # fmt: skip
-    assert set(tp1["patches"].values()) <= {"applied", "out-of-range"}, tp1["patches"]
+    # "pending": the target module is never imported in this (front-end) process
+    assert set(tp1["patches"].values()) <= {"applied", "out-of-range", "pending"}, tp1["patches"]
     served = "compiled kernels; RMSNorm, SiluAndMul, RotaryEmbedding and attention run on"
     assert served in tp1["log"], "the engine did not run on the compiled _C_ascend_compat ops"
 

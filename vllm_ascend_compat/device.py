@@ -21,6 +21,10 @@ from vllm_ascend_compat import activation, envs
 GiB = 1 << 30
 
 
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
 class _HostEvent:
     """Events and streams are no-ops on a synchronous host device."""
 
@@ -85,6 +89,9 @@ class Device:
     def kv_cache_budget(self, requested: int | None, utilization: float) -> int:
         """Bytes the KV cache may take, after the model is loaded."""
         raise NotImplementedError
+
+    def init_worker_process(self) -> None:
+        """Prepare a worker process for this device."""
 
     @contextlib.contextmanager
     def as_cuda(self) -> Iterator[None]:
@@ -194,6 +201,14 @@ class CpuDevice(Device):
         if requested is not None:
             return requested
         return int(float(os.environ.get(envs.CPU_KV_CACHE_GIB, "1")) * GiB)
+
+    def init_worker_process(self) -> None:
+        # vLLM's runner calls torch.accelerator.synchronize()/empty_cache() directly
+        # (0.23+); with no accelerator they raise, and a host device has nothing to do.
+        accelerator = getattr(torch, "accelerator", None)
+        if accelerator is not None:
+            accelerator.synchronize = _nothing
+            accelerator.empty_cache = _nothing
 
     @contextlib.contextmanager
     def as_cuda(self) -> Iterator[None]:

@@ -7,20 +7,28 @@ through :mod:`vllm_ascend_compat.device`; graph capture is not used (eager only)
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
-
-try:  # vLLM 0.18+ keeps it with the torch helpers
-    from vllm.utils.torch_utils import set_random_seed
-except ImportError:
-    from vllm.model_executor.utils import set_random_seed
 from vllm.platforms import current_platform
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
 
 from vllm_ascend_compat import attention, device, layers, ops, patching, plugin
 from vllm_ascend_compat.log import logger
+
+try:  # vLLM 0.18+ keeps it with the torch helpers
+    from vllm.utils.torch_utils import set_random_seed
+except ImportError:
+    from vllm.model_executor.utils import set_random_seed
+
+try:  # 0.20+: warm-up reports its compilation times as a named tuple
+    from vllm.v1.worker.worker_base import CompilationTimes
+
+    NO_COMPILATION: Any = CompilationTimes(*[0.0] * len(CompilationTimes._fields))
+except ImportError:
+    NO_COMPILATION = 0.0
 
 
 class NPUModelRunner(GPUModelRunner):
@@ -41,6 +49,7 @@ class NPUModelRunner(GPUModelRunner):
 class NPUWorker(Worker):
     def init_device(self) -> None:
         dev = device.current()
+        dev.init_worker_process()
         self.device = dev.torch_device(self.local_rank)
         dev.set_device(self.device)
         current_platform.check_if_supports_dtype(self.model_config.dtype)
@@ -66,7 +75,7 @@ class NPUWorker(Worker):
         requested = getattr(self.cache_config, "kv_cache_memory_bytes", None)
         return device.current().kv_cache_budget(requested, self.cache_config.gpu_memory_utilization)
 
-    def compile_or_warm_up_model(self) -> float:
+    def compile_or_warm_up_model(self) -> Any:
         """Warm up eagerly; returns the compilation time vLLM 0.18+ collects (none here)."""
         runner = self.model_runner
         max_num_reqs = min(
@@ -78,7 +87,10 @@ class NPUWorker(Worker):
         else:
             runner._dummy_sampler_run(hidden_states=last_hidden_states)
         set_random_seed(self.model_config.seed)
-        return 0.0
+        return NO_COMPILATION
+
+    def _maybe_get_memory_pool_context(self, tag: str) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # no sleep-mode allocator: plain allocations
 
     def sleep(self, level: int = 1) -> None:
         logger.warning("vllm-ascend-compat: sleep mode is not supported; ignored")
