@@ -57,8 +57,9 @@ for name in ("temperature", "repetition_penalty"):
     for bad in (math.nan, math.inf, -math.inf):
         try:
             SamplingParams(**{{name: bad}})
-        except ValueError as err:
-            assert "must be a finite number" in str(err) or not {patched}, err
+        except Exception as err:  # upstream's own fix raises VLLMValidationError
+            assert isinstance(err, ValueError) or type(err).__name__ == "VLLMValidationError"
+            assert "must be a finite number" in str(err), err
             rejected.append((name, bad))
 SamplingParams(temperature=0.7, repetition_penalty=1.1)
 print("REJECTED", len(rejected))
@@ -131,7 +132,9 @@ table = torch.tensor([[7, 2, 0], [5, 0, 0], [0, 0, 0]], dtype=torch.int32)
 slots = torch.full((8,), -5, dtype=torch.int64)
 try:
     block_table._compute_slot_mapping_kernel[(3,)](
-        5, 8, starts, positions, table, table.stride(0), 16, slots, 1, 0, 1, -1, 1024
+        5, 8, starts, positions, table, table.stride(0), 16, slots, **KV_BLOCKS,
+        TOTAL_CP_WORLD_SIZE=1, TOTAL_CP_RANK=0, CP_KV_CACHE_INTERLEAVE_SIZE=1, PAD_ID=-1,
+        BLOCK_SIZE=1024,
     )
 except TypeError as err:  # no Triton: the kernel is a plain function
     print("NO KERNEL", err)
@@ -139,18 +142,24 @@ print("SLOTS", slots.tolist())
 """
 
 
-def test_torch_slot_mapping_replaces_the_triton_kernel(vllm_release: str) -> None:
-    if not _applies("torch-slot-mapping", vllm_release):
+@pytest.mark.parametrize("patch_id", ["torch-slot-mapping", "torch-slot-mapping-kv-blocks"])
+def test_torch_slot_mapping_replaces_the_triton_kernel(vllm_release: str, patch_id: str) -> None:
+    if not _applies(patch_id, vllm_release):
         output = check_python(
             "from vllm_ascend_compat import plugin, patching\n"
             "plugin.general_plugin()\n"
             "print({o.patch_id: o.status.value for o in patching.report()})",
             VLLM_ASCEND_COMPAT_CPU="1",
         )
-        assert "'torch-slot-mapping': 'out-of-range'" in output
+        assert f"'{patch_id}': 'out-of-range'" in output
         return
-    unpatched = check_python(REPRO_SLOT_MAPPING.format(patched=False), VLLM_ASCEND_COMPAT_CPU="1")
-    patched = check_python(REPRO_SLOT_MAPPING.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1")
+    kv_blocks = {"KV_CACHE_BLOCK_SIZE": 16, "BLOCKS_PER_KV_BLOCK": 1} if "kv" in patch_id else {}
+    scripts = [
+        REPRO_SLOT_MAPPING.format(patched=patched).replace("KV_BLOCKS", repr(kv_blocks))
+        for patched in (False, True)
+    ]
+    unpatched = check_python(scripts[0], VLLM_ASCEND_COMPAT_CPU="1")
+    patched = check_python(scripts[1], VLLM_ASCEND_COMPAT_CPU="1")
     assert "NO KERNEL" in unpatched  # without Triton the runner cannot compute slots
     # request 0: block 7 rows 0, 1, then block 2 row 1; request 1: block 5 rows 4, 5; padding
     assert "SLOTS [112, 113, 33, 84, 85, -1, -1, -1]" in patched

@@ -159,7 +159,8 @@ def test_chat_completions_equal_hf_on_the_chat_template(
         assert choice["message"]["role"] == "assistant"
         entries = [item["token"] for item in choice["logprobs"]["content"]]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(text, add_special_tokens=False).input_ids
     assert _token_ids(entries) == hf_greedy_ids(tiny_model, [prompt_ids], MAX_TOKENS)[0]
 
 
