@@ -170,9 +170,10 @@ def build_flags() -> list[str]:
 
 
 def build_dir() -> Path:
-    """One build per torch release, CPU capability and source text."""
+    """One build per torch install (its headers' path is in the build commands), CPU
+    capability and source text."""
     digest = hashlib.sha256()
-    for part in (torch.__version__, *build_flags()):
+    for part in (torch.__version__, str(Path(torch.__file__).parent), *build_flags()):
         digest.update(part.encode())
     for source in sorted(SOURCES.glob("*.cpp")):
         digest.update(source.read_bytes())
