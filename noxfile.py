@@ -65,7 +65,7 @@ def _vllm_sdist(version: str) -> Path:
 
 def _installed(session: nox.Session, dist: str) -> str:
     code = (
-        f"import importlib.metadata as m\ntry: print(m.version({dist!r}))\nexcept Exception: pass"
+        f"import importlib.metadata as m\ntry: print(m.version({dist!r}))\nexcept m.PackageNotFoundError: pass"
     )
     return (session.run("python", "-c", code, silent=True) or "").strip()
 
