@@ -65,7 +65,9 @@ def _vllm_sdist(version: str) -> Path:
 
 def _installed(session: nox.Session, dist: str) -> str:
     code = (
-        f"import importlib.metadata as m\ntry: print(m.version({dist!r}))\nexcept m.PackageNotFoundError: pass"
+        "import importlib.metadata as m\n"
+        f"try: print(m.version({dist!r}))\n"
+        "except m.PackageNotFoundError: pass"
     )
     return (session.run("python", "-c", code, silent=True) or "").strip()
 
