@@ -6,12 +6,24 @@ vLLM. The implementations live in modules keyed by the releases they serve
 patch applies to the detected release. Installed as ``vllm_ascend_compat.patches``.
 """
 
-from vllm_ascend_compat.patches import sampling_params, stop_checks, triton_kernels
+from vllm_ascend_compat.patches import (
+    bad_words,
+    ngram,
+    request_validation,
+    sampling_params,
+    stop_checks,
+    stop_strings,
+    triton_kernels,
+)
 
 from vllm_ascend_compat.patching import Patch
 
 ALL: tuple[Patch, ...] = (
     *sampling_params.PATCHES,
+    *bad_words.PATCHES,
+    *request_validation.PATCHES,
+    *ngram.PATCHES,
     *stop_checks.PATCHES,
+    *stop_strings.PATCHES,
     *triton_kernels.PATCHES,
 )
