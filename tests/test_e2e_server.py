@@ -190,3 +190,26 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(
     got, payload = _post(server, "/v1/completions", body, raw=raw)
     assert got == status, (name, got, payload[:300])
     assert _completion(server, FIRST[0])[0] == _offline(tp1, FIRST[0])
+
+
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+NAN_TEMPERATURE = b'{"model": "tiny", "prompt": "hi", "max_tokens": 4, "temperature": NaN}'
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "body", "raw"),
+    [  # fixed upstream in 0.29 / 0.24 / 0.22+0.29, backported by the plugin's patches
+        ("oov stop_token_ids with min_tokens", "/v1/completions",
+         {"model": MODEL, "prompt": "hi", "max_tokens": 4, "min_tokens": 2,
+          "stop_token_ids": [100000]}, None),
+        ("NaN temperature", "/v1/completions", None, NAN_TEMPERATURE),
+        ("empty bad_words", "/v1/chat/completions", {**CHAT, "bad_words": [""]}, None),
+        ("bad_words of spaces", "/v1/chat/completions", {**CHAT, "bad_words": ["   "]}, None),
+    ],
+)  # fmt: skip
+def test_backported_bad_requests_get_400_and_the_server_keeps_serving(
+    server: str, tp1: dict[str, Any], name: str, path: str, body: Any, raw: bytes | None
+) -> None:
+    got, payload = _post(server, path, body, raw=raw)
+    assert got == 400, (name, got, payload[:300])
+    assert _completion(server, FIRST[0])[0] == _offline(tp1, FIRST[0])
