@@ -36,6 +36,7 @@ LLM_ARGS: dict[str, Any] = {
     "enable_prefix_caching": True,
     "enable_chunked_prefill": True,
     "max_num_batched_tokens": CHUNK,
+    "max_num_seqs": 8,  # 0.9.2 requires max_num_seqs <= max_num_batched_tokens
     "block_size": BLOCK,
     "seed": 0,
 }

@@ -48,6 +48,7 @@ def test_engine_ran_through_the_plugin(tp1: dict[str, Any]) -> None:
     assert set(tp1["patches"].values()) <= {"applied", "out-of-range", "pending"}, tp1["patches"]
     served = "compiled kernels; RMSNorm, SiluAndMul, RotaryEmbedding and attention run on"
     assert served in tp1["log"], "the engine did not run on the compiled _C_ascend_compat ops"
+    assert "scheduling with NPUScheduler" in tp1["log"], "the platform's scheduler was not used"
 
 
 def test_tensor_parallel_2_equals_tp1(

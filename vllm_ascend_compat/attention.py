@@ -9,6 +9,7 @@ the gathered cache in CPU mode.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,6 +35,11 @@ except ImportError:  # up to 0.13
         AttentionMetadataBuilder,
         CommonAttentionMetadata,
     )
+
+try:  # vLLM 0.32+: backends declare the physical KV-cache layouts they read
+    from vllm.v1.kv_cache_layout import KVCacheLayout
+except ImportError:
+    KVCacheLayout = None
 
 from vllm_ascend_compat import device, ops
 
@@ -72,9 +78,13 @@ class AscendAttentionMetadata:
 class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMetadata]):
     """Splits the step into decodes and prefills once, for every layer to reuse."""
 
-    def __init__(self, kv_cache_spec: Any, layer_names: list[str], vllm_config: Any,
-                 device: torch.device) -> None:  # fmt: skip
-        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+    def __init__(self, *args: Any) -> None:
+        if "__init__" in vars(AttentionMetadataBuilder):  # 0.10+: (spec, layers, config, device)
+            super().__init__(*args)
+            self._block_table = None
+        else:  # 0.9.2: (runner, spec, block_table); the builder copies the slots itself
+            runner, _, self._block_table = args
+            self.device = runner.device
 
     def build(
         self,
@@ -83,17 +93,30 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
         fast_build: bool = False,
     ) -> AscendAttentionMetadata:
         m = common_attn_metadata
-        starts = m.query_start_loc_cpu[: m.num_reqs + 1]
+        n = m.num_actual_tokens
+        if self._block_table is None:
+            starts = m.query_start_loc_cpu[: m.num_reqs + 1]
+            slot_mapping = m.slot_mapping[:n]
+            block_table = m.block_table_tensor[: m.num_reqs]
+        else:  # 0.9.2
+            starts = m.query_start_loc[: m.num_reqs + 1].cpu()
+            slots = self._block_table.slot_mapping
+            slot_mapping = slots[:n].copy_(self._block_table.slot_mapping_cpu[:n])
+            slots[n:].fill_(-1)
+            block_table = self._block_table.get_device_tensor()[: m.num_reqs]
         query_lens = starts[1:] - starts[:-1]
         is_decode = query_lens == 1
         decode_requests = torch.nonzero(is_decode).flatten()
+        seq_lens_cpu = getattr(m, "seq_lens_cpu", None)  # absent in 0.9.2 and 0.32+
+        if seq_lens_cpu is None:
+            seq_lens_cpu = m.seq_lens[: m.num_reqs].cpu()
         return AscendAttentionMetadata(
-            num_actual_tokens=m.num_actual_tokens,
-            slot_mapping=m.slot_mapping[: m.num_actual_tokens],
-            block_table=m.block_table_tensor[: m.num_reqs],
+            num_actual_tokens=n,
+            slot_mapping=slot_mapping,
+            block_table=block_table,
             seq_lens=m.seq_lens[: m.num_reqs],
             query_start_loc=starts.tolist(),
-            seq_lens_list=m.seq_lens_cpu[: m.num_reqs].tolist(),
+            seq_lens_list=seq_lens_cpu[: m.num_reqs].tolist(),
             decode_requests=decode_requests.to(self.device),
             decode_tokens=starts[:-1][is_decode].to(self.device),
             prefill_requests=torch.nonzero(~is_decode).flatten().tolist(),
@@ -131,6 +154,11 @@ class AscendAttentionBackend(AttentionBackend):
         return (2, num_blocks, block_size, num_kv_heads, head_size)
 
     @classmethod
+    def supported_kv_cache_layouts(cls) -> tuple[Any, ...]:
+        """0.32+: layer-compact, so each layer's cache is one dense run (see split_kv_cache)."""
+        return (KVCacheLayout.LBNHC,)
+
+    @classmethod
     def get_supported_dtypes(cls) -> list[torch.dtype]:  # the hook's name up to 0.13
         return cls.supported_dtypes
 
@@ -139,31 +167,49 @@ class AscendAttentionBackend(AttentionBackend):
         return False
 
 
+def split_kv_cache(kv_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key and value caches, each [num_blocks, block_size, num_kv_heads, head_size].
+
+    Up to 0.31 vLLM allocates get_kv_cache_shape(): [2, blocks, ...]. From 0.32 it
+    hands over a logical [blocks, kv_heads, block_size, 2 * head_size] view in the
+    declared LBNHC layout, one dense run per layer; the kernels read the first half
+    of that run as keys and the second half as values.
+    """
+    if kv_cache.dim() == 5:
+        return kv_cache[0], kv_cache[1]
+    dense = kv_cache.permute(0, 2, 1, 3)
+    if not dense.is_contiguous():
+        raise RuntimeError(
+            f"vllm-ascend-compat needs a dense LBNHC KV cache per layer; got shape "
+            f"{tuple(kv_cache.shape)} with strides {kv_cache.stride()}"
+        )
+    blocks, block_size, kv_heads, content = dense.shape
+    key_cache, value_cache = dense.view(2, blocks, block_size, kv_heads, content // 2)
+    return key_cache, value_cache
+
+
 class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
     supported_attn_types: ClassVar[tuple[str, ...]] = (AttentionType.DECODER,)
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_size: int,
-        scale: float,
-        num_kv_heads: int | None = None,
-        alibi_slopes: list[float] | None = None,
-        sliding_window: int | None = None,
-        kv_cache_dtype: str = "auto",
-        logits_soft_cap: float | None = None,
-        attn_type: str = AttentionType.DECODER,
-        kv_sharing_target_layer_name: str | None = None,
-        **unsupported: Any,
-    ) -> None:
-        unsupported_features = {
-            "alibi_slopes": alibi_slopes,
-            "sliding_window": sliding_window,
-            "logits_soft_cap": logits_soft_cap,
-            "kv_sharing_target_layer_name": kv_sharing_target_layer_name,
-            **{k: v for k, v in unsupported.items() if v is not None},
-        }
-        named = [k for k, v in unsupported_features.items() if v is not None]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Bound by the release's own AttentionImpl signature: its positional order
+        drifts (0.9.2 passes ``blocksparse_params`` before the soft cap), and layers
+        pass extra keywords the base does not declare."""
+        signature = inspect.signature(AttentionImpl.__init__)
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in signature.parameters}
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        params = {**bound.arguments, **extra}
+        del params["self"]
+        num_heads, head_size, scale = (
+            params.pop("num_heads"),
+            params.pop("head_size"),
+            params.pop("scale"),
+        )
+        num_kv_heads = params.pop("num_kv_heads")
+        attn_type = params.pop("attn_type")
+        kv_cache_dtype = params.pop("kv_cache_dtype")
+        named = [k for k, v in params.items() if v is not None]  # every feature left is unsupported
         if named or attn_type != AttentionType.DECODER or kv_cache_dtype != "auto":
             raise NotImplementedError(
                 f"vllm-ascend-compat attention supports causal decoder attention with an "
@@ -196,7 +242,7 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         key = key[:n].view(n, self.num_kv_heads, self.head_size)
         value = value[:n].view(n, self.num_kv_heads, self.head_size)
         out = output[:n].view(n, self.num_heads, self.head_size)
-        key_cache, value_cache = kv_cache.unbind(0)
+        key_cache, value_cache = split_kv_cache(kv_cache)
         torch.ops._C_ascend_compat.reshape_and_cache(
             key, value, key_cache, value_cache, attn_metadata.slot_mapping
         )

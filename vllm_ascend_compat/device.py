@@ -90,8 +90,8 @@ class Device:
         """Bytes the KV cache may take, after the model is loaded."""
         raise NotImplementedError
 
-    def init_worker_process(self) -> None:
-        """Prepare a worker process for this device."""
+    def init_process(self) -> None:
+        """Prepare a vLLM process (front end, engine core or worker) for this device."""
 
     @contextlib.contextmanager
     def as_cuda(self) -> Iterator[None]:
@@ -202,13 +202,14 @@ class CpuDevice(Device):
             return requested
         return int(float(os.environ.get(envs.CPU_KV_CACHE_GIB, "1")) * GiB)
 
-    def init_worker_process(self) -> None:
-        # vLLM's runner calls torch.accelerator.synchronize()/empty_cache() directly
-        # (0.23+); with no accelerator they raise, and a host device has nothing to do.
+    def init_process(self) -> None:
+        # vLLM calls torch.accelerator.synchronize()/empty_cache() directly (0.23+), and
+        # empty_host_cache() at shutdown (0.32+); with no accelerator they raise, and a
+        # host device has nothing to do.
         accelerator = getattr(torch, "accelerator", None)
-        if accelerator is not None:
-            accelerator.synchronize = _nothing
-            accelerator.empty_cache = _nothing
+        for name in ("synchronize", "empty_cache", "empty_host_cache"):
+            if hasattr(accelerator, name):
+                setattr(accelerator, name, _nothing)
 
     @contextlib.contextmanager
     def as_cuda(self) -> Iterator[None]:

@@ -18,6 +18,8 @@ from vllm_ascend_compat.log import logger
 _DEVICE = device.current()
 _MODULE = "vllm_ascend_compat"
 ATTENTION_BACKEND = f"{_MODULE}.attention.AscendAttentionBackend"
+SCHEDULER = f"{_MODULE}.scheduler.NPUScheduler"
+VLLM_SCHEDULERS = ("vllm.core.scheduler.Scheduler", "vllm.v1.core.sched.scheduler.Scheduler")
 DEVICE_COMMUNICATOR = (
     "vllm.distributed.device_communicators.base_device_communicator.DeviceCommunicatorBase"
 )
@@ -120,10 +122,11 @@ class NPUPlatform(Platform):
             logger.info("vllm-ascend-compat: graph capture is not available; running eager")
             model.enforce_eager = True
         _disable_compilation(vllm_config.compilation_config)
-        scheduler = vllm_config.scheduler_config
-        if getattr(scheduler, "async_scheduling", False):
+        scheduler_config = vllm_config.scheduler_config
+        if getattr(scheduler_config, "async_scheduling", False):
             logger.warning("vllm-ascend-compat: async scheduling is not supported; disabled")
-            scheduler.async_scheduling = False
+            scheduler_config.async_scheduling = False
+        _select_scheduler(scheduler_config)
         if model is not None:
             model.disable_cascade_attn = True
 
@@ -176,3 +179,14 @@ def _disable_compilation(compilation_config: Any) -> None:
         from vllm.config import CUDAGraphMode
 
         compilation_config.cudagraph_mode = CUDAGraphMode.NONE
+
+
+def _select_scheduler(scheduler_config: Any) -> None:
+    """Our scheduler subclass, unless the user configured a scheduler class of their own."""
+    chosen = scheduler_config.scheduler_cls
+    if isinstance(chosen, type):
+        chosen = f"{chosen.__module__}.{chosen.__qualname__}"
+    if chosen is None or chosen in VLLM_SCHEDULERS:
+        scheduler_config.scheduler_cls = SCHEDULER
+    elif chosen != SCHEDULER:
+        logger.info("vllm-ascend-compat: keeping the configured scheduler %s", chosen)

@@ -51,4 +51,7 @@ def platform_plugin() -> str | None:
 def general_plugin() -> None:
     """``vllm.general_plugins``: the patches every vLLM process needs."""
     if _active():
+        from vllm_ascend_compat import device
+
+        device.current().init_process()
         apply_phase(patching.Phase.EVERY_PROCESS)

@@ -49,7 +49,6 @@ class NPUModelRunner(GPUModelRunner):
 class NPUWorker(Worker):
     def init_device(self) -> None:
         dev = device.current()
-        dev.init_worker_process()
         self.device = dev.torch_device(self.local_rank)
         dev.set_device(self.device)
         current_platform.check_if_supports_dtype(self.model_config.dtype)

@@ -43,4 +43,20 @@ PATCHES = (
             "CP_KV_CACHE_INTERLEAVE_SIZE, PAD_ID, BLOCK_SIZE)"
         ),
     ),
+    Patch(
+        id="torch-slot-mapping-launcher",
+        target="vllm.v1.worker.block_table:ComputeSlotMappingKernel.__call__",
+        versions=">=0.32.0,<0.33.0",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.before_0_33:torch_slot_mapping",
+        reason=REASON + " From 0.32 the kernel sits behind a launcher object's __call__.",
+        upstream="NPU only",
+        remove_when=REMOVE_WHEN,
+        signature=(
+            "(self, num_reqs, num_tokens, max_num_tokens, query_start_loc, positions, "
+            "block_table, block_table_stride, slot_mapping, kv_cache_block_size, "
+            "total_cp_world_size, total_cp_rank, cp_kv_cache_interleave_size)"
+        ),
+    ),
 )
