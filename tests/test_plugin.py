@@ -10,6 +10,8 @@ from conftest import check_python, run_python
 pytestmark = pytest.mark.usefixtures("vllm_release")
 
 RESOLVE = """
+import logging
+logging.basicConfig(level=logging.INFO)  # vLLM 0.32+ configures its logging only in engines
 from vllm.platforms import current_platform
 print("PLATFORM", type(current_platform).__module__ + "." + type(current_platform).__qualname__)
 """
@@ -134,7 +136,9 @@ raise SystemExit(main(['doctor']))
 """,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert patch.id in proc.stdout and "target not found" in proc.stdout
+    # a deleted method may still resolve to a base class's, then with another signature
+    assert patch.id in proc.stdout
+    assert "target not found" in proc.stdout or "signature drift" in proc.stdout, proc.stdout
 
 
 def test_patches_command_explains_one_patch() -> None:

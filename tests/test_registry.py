@@ -30,7 +30,8 @@ from vllm_ascend_compat import patching, plugin, release
 from vllm_ascend_compat.patches import ALL
 rel = release.detect().release
 for p in ALL:
-    importlib.import_module(p.module)  # every target module is loaded: nothing stays pending
+    if p.applies_to(rel):
+        importlib.import_module(p.module)  # loaded, so no in-range patch stays pending
 for phase in patching.Phase:
     plugin.apply_phase(phase)
 status = {o.patch_id: o.status for o in patching.report()}
