@@ -1,4 +1,7 @@
-"""The V1 scheduler's per-step stop check, ``vllm.v1.core.sched.utils.check_stop``."""
+"""The V1 scheduler's per-step stop check, ``vllm.v1.core.sched.utils.check_stop``.
+
+The scheduler module imports ``check_stop`` by name; the registry rebinds that alias.
+"""
 
 from vllm_ascend_compat.patching import Kind, Patch, Phase
 
@@ -19,5 +22,22 @@ PATCHES = (
         upstream="https://github.com/vllm-project/vllm/blob/v0.11.1/vllm/v1/core/sched/utils.py",
         remove_when="every supported line is 0.11.1 or newer",
         signature="(request, max_model_len, pooler_output)",
+    ),
+    Patch(
+        id="min-tokens-keeps-length-caps",
+        target="vllm.v1.core.sched.utils:check_stop",
+        versions=">=0.11.1,<0.29.0",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.before_0_29:length_caps_before_min_tokens",
+        reason=(
+            "check_stop returns early while min_tokens is pending, before the length "
+            "caps: a request that reaches max_model_len first is never finished and the "
+            "engine spins on it forever. Apply the length caps while min_tokens is "
+            "pending; stop tokens still wait for min_tokens."
+        ),
+        upstream="https://github.com/vllm-project/vllm/blob/v0.29.0/vllm/v1/core/sched/utils.py",
+        remove_when="every supported line is 0.29.0 or newer",
+        signature="(request, max_model_len)",
     ),
 )
