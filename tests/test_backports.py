@@ -380,14 +380,15 @@ print("REPORT", {{o.patch_id: o.status.value for o in patching.report()}})
 
 
 def test_min_tokens_keeps_length_caps_reproducer(vllm_release: str) -> None:
-    patch_id = "min-tokens-keeps-length-caps"
+    ids = ("min-tokens-keeps-length-caps-request-eos", "min-tokens-keeps-length-caps")
     script = REPRO_MIN_TOKENS_AT_MAX_MODEL_LEN
     patched = check_python(MAKE_REQUEST + script.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1")
     assert "AT_LEN True FINISHED_LENGTH_CAPPED" in patched
-    if not _applies(patch_id, vllm_release):
-        assert f"'{patch_id}': 'out-of-range'" in patched  # no min_tokens gate, or fixed
-        return
-    assert f"'{patch_id}': 'applied'" in patched
+    for patch_id in ids:
+        status = "applied" if _applies(patch_id, vllm_release) else "out-of-range"
+        assert f"'{patch_id}': '{status}'" in patched
+    if not any(_applies(patch_id, vllm_release) for patch_id in ids):
+        return  # no min_tokens gate in check_stop (before 0.11.1), or fixed upstream (0.29)
     unpatched = check_python(
         MAKE_REQUEST + script.format(patched=False), VLLM_ASCEND_COMPAT_CPU="1"
     )

@@ -5,6 +5,17 @@ The scheduler module imports ``check_stop`` by name; the registry rebinds that a
 
 from vllm_ascend_compat.patching import Kind, Patch, Phase
 
+_MIN_TOKENS_REASON = (
+    "check_stop returns early while min_tokens is pending, before the length caps: a "
+    "request that reaches max_model_len first is never finished and the engine spins "
+    "on it forever. Apply the length caps while min_tokens is pending; stop tokens "
+    "still wait for min_tokens. (0.11.1 has the bug with another signature; it is "
+    "not a supported line.)"
+)
+_MIN_TOKENS_UPSTREAM = (
+    "https://github.com/vllm-project/vllm/blob/v0.29.0/vllm/v1/core/sched/utils.py"
+)
+
 PATCHES = (
     Patch(
         id="stop-token-before-length-cap",
@@ -24,19 +35,26 @@ PATCHES = (
         signature="(request, max_model_len, pooler_output)",
     ),
     Patch(
+        id="min-tokens-keeps-length-caps-request-eos",
+        target="vllm.v1.core.sched.utils:check_stop",
+        versions=">=0.12.0,<0.17.0",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.before_0_17:length_caps_before_min_tokens",
+        reason=_MIN_TOKENS_REASON,
+        upstream=_MIN_TOKENS_UPSTREAM,
+        remove_when="every supported line is 0.17.0 or newer (then min-tokens-keeps-length-caps)",
+        signature="(request, max_model_len)",
+    ),
+    Patch(
         id="min-tokens-keeps-length-caps",
         target="vllm.v1.core.sched.utils:check_stop",
-        versions=">=0.11.1,<0.29.0",
+        versions=">=0.17.0,<0.29.0",  # the EOS lives in the sampling params from 0.17
         phase=Phase.EVERY_PROCESS,
         kind=Kind.REPLACE,
         impl=f"{__name__}.before_0_29:length_caps_before_min_tokens",
-        reason=(
-            "check_stop returns early while min_tokens is pending, before the length "
-            "caps: a request that reaches max_model_len first is never finished and the "
-            "engine spins on it forever. Apply the length caps while min_tokens is "
-            "pending; stop tokens still wait for min_tokens."
-        ),
-        upstream="https://github.com/vllm-project/vllm/blob/v0.29.0/vllm/v1/core/sched/utils.py",
+        reason=_MIN_TOKENS_REASON,
+        upstream=_MIN_TOKENS_UPSTREAM,
         remove_when="every supported line is 0.29.0 or newer",
         signature="(request, max_model_len)",
     ),

@@ -1,0 +1,30 @@
+"""Length caps that ``min_tokens`` cannot skip, for 0.12 up to 0.17 (per request per step).
+
+The release's own check with one change: a pending ``min_tokens`` holds back the
+stop tokens, no longer the length caps. The EOS is the request's up to 0.16.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from vllm.v1.request import RequestStatus
+
+
+def length_caps_before_min_tokens(original: Callable[..., bool]) -> Callable[..., bool]:
+    def check_stop(request: Any, max_model_len: int) -> bool:
+        sampling_params = request.sampling_params
+        if request.num_output_tokens >= sampling_params.min_tokens:
+            last_token_id = request.output_token_ids[-1]
+            if not sampling_params.ignore_eos and last_token_id == request.eos_token_id:
+                request.status = RequestStatus.FINISHED_STOPPED
+                return True
+            if last_token_id in (sampling_params.stop_token_ids or ()):
+                request.status = RequestStatus.FINISHED_STOPPED
+                request.stop_reason = last_token_id
+                return True
+        if request.num_tokens >= max_model_len or request.num_output_tokens >= request.max_tokens:
+            request.status = RequestStatus.FINISHED_LENGTH_CAPPED
+            return True
+        return False
+
+    return check_stop
