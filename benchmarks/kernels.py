@@ -6,7 +6,11 @@ composite and (b) vLLM's own CPU kernels, on identical inputs in one run.
 Prints, per op and shape, the median time of each implementation and the speed-up
 ratios, plus effective GB/s of the memory-bound ops against a plain copy of the
 same bytes measured in the same run. Each measurement interleaves the
-implementations round by round, so machine noise hits all of them alike.
+implementations round by round, so machine noise hits all of them alike; the copy
+that the GB/s are compared with runs in the same rounds.
+
+Both sides run on the same threads: the compiled ops and vLLM's kernels are built with
+OpenMP against the libgomp torch loads, sized by torch.set_num_threads.
 """
 
 from __future__ import annotations
@@ -59,6 +63,16 @@ def report(op: str, shape: str, times: dict[str, float], moved_bytes: int = 0) -
     ROWS.append(row)
 
 
+def with_copy(fns: dict[str, Callable[[], Any]], moved_bytes: int, label: str) -> dict:
+    """Adds, for prefill-sized shapes, a plain copy of the same bytes (read + write) to the
+    round-robin, so the copy bandwidth is measured under the same machine load."""
+    if "prefill" in label:
+        src = torch.empty(moved_bytes // 2, dtype=torch.uint8).random_()
+        dst = torch.empty_like(src)
+        fns["copy"] = lambda: dst.copy_(src)
+    return fns
+
+
 def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> None:
     x, w = torch.randn(tokens, hidden).to(dtype), torch.rand(hidden).to(dtype)
     out = torch.empty_like(x)
@@ -70,14 +84,16 @@ def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> Non
     }
     if V is not None:
         fns["vllm"] = lambda: V.rms_norm(out, x, w, 1e-6)
-    report("rms_norm", label, measure(fns), 2 * x.numel() * elem)
+    moved = 2 * x.numel() * elem
+    report("rms_norm", label, measure(with_copy(fns, moved, label)), moved)
     fns = {
         "ours": lambda: C.fused_add_rms_norm(x, residual, w, 1e-6),
         "eager": lambda: ops.fused_add_rms_norm(x, residual, w, 1e-6),
     }
     if V is not None:
         fns["vllm"] = lambda: V.fused_add_rms_norm(x, residual, w, 1e-6)
-    report("fused_add_rms_norm", label, measure(fns), 4 * x.numel() * elem)
+    moved = 4 * x.numel() * elem
+    report("fused_add_rms_norm", label, measure(with_copy(fns, moved, label)), moved)
 
 
 def bench_silu(tokens: int, inter: int, dtype: torch.dtype, label: str) -> None:
@@ -89,7 +105,8 @@ def bench_silu(tokens: int, inter: int, dtype: torch.dtype, label: str) -> None:
     }
     if V is not None:
         fns["vllm"] = lambda: V.silu_and_mul(out, x)
-    report("silu_and_mul", label, measure(fns), 3 * out.numel() * out.element_size())
+    moved = 3 * out.numel() * out.element_size()
+    report("silu_and_mul", label, measure(with_copy(fns, moved, label)), moved)
 
 
 def bench_rotary(tokens: int, dtype: torch.dtype, label: str) -> None:
@@ -119,6 +136,14 @@ def _vllm_isa(dtype: torch.dtype, block: int) -> str:
     return _get_attn_isa(dtype, block, 128)
 
 
+def _split_kv() -> bool:
+    """What vLLM's CPU backend passes as enable_kv_split: VLLM_CPU_ATTN_SPLIT_KV, on by
+    default."""
+    import vllm.envs
+
+    return bool(vllm.envs.VLLM_CPU_ATTN_SPLIT_KV)
+
+
 def bench_cache(tokens: int, dtype: torch.dtype, label: str) -> None:
     kv_heads, head, block = 8, 128, 128
     blocks = (tokens + block - 1) // block + 1
@@ -135,7 +160,8 @@ def bench_cache(tokens: int, dtype: torch.dtype, label: str) -> None:
         vk, vv = _vllm_cache(blocks, block, kv_heads, head, dtype)
         isa = _vllm_isa(dtype, block)
         fns["vllm"] = lambda: V.cpu_attn_reshape_and_cache(key, value, vk, vv, slots, isa)
-    report("reshape_and_cache", label, measure(fns), 4 * key.numel() * key.element_size())
+    moved = 4 * key.numel() * key.element_size()
+    report("reshape_and_cache", label, measure(with_copy(fns, moved, label)), moved)
 
 
 def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> None:
@@ -164,8 +190,9 @@ def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> Non
         isa = _vllm_isa(dtype, block)
         V.cpu_attn_reshape_and_cache(keys, values, vk, vv, slots, isa)
         starts = torch.arange(seqs + 1, dtype=torch.int32)
+        split = _split_kv()
         meta = V.get_scheduler_metadata(
-            seqs, heads, kv_heads, head, lens, dtype, starts, True, -1, isa, False, None, "auto"
+            seqs, heads, kv_heads, head, lens, dtype, starts, True, -1, isa, split, None, "auto"
         )
         vout = torch.empty_like(q)
         fns["vllm"] = lambda: V.cpu_attention_with_kv_cache(
@@ -176,20 +203,12 @@ def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> Non
             vout.float(), _ours(fns["ours"], out).float(), atol=3e-2, rtol=3e-2
         )
     bytes_read = 2 * seqs * context * kv_heads * head * q.element_size()
-    report("paged_attention", label, measure(fns), bytes_read)
+    report("paged_attention", label, measure(with_copy(fns, bytes_read, label)), bytes_read)
 
 
 def _ours(fn: Callable[[], Any], out: torch.Tensor) -> torch.Tensor:
     fn()
     return out
-
-
-def copy_bandwidth(nbytes: int) -> float:
-    """GB/s of torch's own copy over the same number of bytes (read + write)."""
-    src = torch.empty(nbytes // 2, dtype=torch.uint8).random_()
-    dst = torch.empty_like(src)
-    seconds = measure({"copy": lambda: dst.copy_(src)})["copy"]
-    return nbytes / seconds / 1e9
 
 
 def main() -> None:
@@ -220,7 +239,7 @@ def main() -> None:
     for row in ROWS:
         ours, eager, vllm = row["ours"], row["eager"], row.get("vllm")
         gbps = row["bytes"] / ours / 1e9 if row["bytes"] else None
-        copy = copy_bandwidth(row["bytes"]) if row["bytes"] and "prefill" in row["shape"] else None
+        copy = row["bytes"] / row["copy"] / 1e9 if row["bytes"] and "copy" in row else None
         print(
             f"{row['op']:<20} {row['shape']:<30} {ours * 1e6:>9.1f} {eager * 1e6:>9.1f} "
             f"{(vllm * 1e6 if vllm else float('nan')):>9.1f} {eager / ours:>7.2f}x "

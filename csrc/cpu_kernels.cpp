@@ -10,16 +10,28 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
+#if defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
+
 namespace {
+
+// The kernels' element types: fp32, bf16, fp16 (other types get ATen's "not implemented").
+#define DISPATCH_FLOAT_TYPES(TYPE, NAME, ...)                    \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)          \
+                         AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__))
 
 using fVec = at::vec::Vectorized<float>;
 constexpr int64_t kW = fVec::size();
 
-// Load or store kW elements of T as floats.
+// Load kW elements of T as floats.
 template <typename T>
 inline fVec load_f(const T* p) {
   return fVec::loadu(p);
@@ -36,23 +48,113 @@ inline fVec load_f<at::Half>(const at::Half* p) {
   at::vec::load_fp32_from_fp16(p, out);
   return out;
 }
+
+#if defined(CPU_CAPABILITY_AVX512)
+// kW floats rounded to a reduced type, in one 256-bit register.
+inline __m256i to_reduced(const fVec& v, const at::BFloat16*) {
+  return at::vec::cvtfp32_bf16(__m512(v));
+}
+inline __m256i to_reduced(const fVec& v, const at::Half*) {
+  return at::vec::cvtfp32_fp16(__m512(v));
+}
+inline fVec from_reduced(__m256i r, const at::BFloat16*) {
+  __m512 out;
+  at::vec::cvtbf16_fp32(r, out);
+  return out;
+}
+inline fVec from_reduced(__m256i r, const at::Half*) {
+  __m512 out;
+  at::vec::cvtfp16_fp32(r, out);
+  return out;
+}
+#endif
+
+// Store kW floats as T.
 template <typename T>
 inline void store_f(T* p, const fVec& v) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (!std::is_same_v<T, float>) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_reduced(v, p));
+    return;
+  }
+#else
+  if constexpr (!std::is_same_v<T, float>) {
+    // a fixed-size copy the compiler turns into one store (Vectorized::store with a
+    // count takes a slow generic path)
+    __at_align__ T tmp[2 * kW];
+    if constexpr (std::is_same_v<T, at::BFloat16>)
+      at::vec::convert_float_bfloat16(v, v).store(tmp);
+    else
+      at::vec::convert_float_half(v, v).store(tmp);
+    std::memcpy(p, tmp, kW * sizeof(T));
+    return;
+  }
+#endif
   v.store(p);
 }
-// Reduced types: convert kW floats, then a fixed-size copy the compiler turns into one
-// store (Vectorized::store with a count takes a slow generic path).
-template <>
-inline void store_f<at::BFloat16>(at::BFloat16* p, const fVec& v) {
-  __at_align__ at::BFloat16 tmp[2 * kW];
-  at::vec::convert_float_bfloat16(v, v).store(tmp);
-  std::memcpy(p, tmp, kW * sizeof(at::BFloat16));
+
+// Store kW floats as T and return them as stored (rounded to T), for kernels that
+// keep computing with the value the caller will read back.
+template <typename T>
+inline fVec store_rounded(T* p, const fVec& v) {
+  if constexpr (std::is_same_v<T, float>) {
+    v.store(p);
+    return v;
+  } else {
+#if defined(CPU_CAPABILITY_AVX512)
+    const __m256i r = to_reduced(v, p);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), r);
+    return from_reduced(r, p);
+#else
+    store_f(p, v);
+    return load_f(p);
+#endif
+  }
 }
-template <>
-inline void store_f<at::Half>(at::Half* p, const fVec& v) {
-  __at_align__ at::Half tmp[2 * kW];
-  at::vec::convert_float_half(v, v).store(tmp);
-  std::memcpy(p, tmp, kW * sizeof(at::Half));
+
+// Outputs larger than this are written with non-temporal stores: they leave the
+// caches anyway, and streaming them saves reading each output line before writing it
+// (a third of the traffic of a kernel that reads one tensor and writes another).
+constexpr int64_t kStreamBytes = int64_t(8) << 20;
+
+// store_f, bypassing the caches where the address allows it.
+template <typename T>
+inline void stream_f(T* p, const fVec& v) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  if constexpr (std::is_same_v<T, float>) {
+    if (address % 64 == 0) return _mm512_stream_ps(reinterpret_cast<float*>(p), v);
+  } else {
+    if (address % 32 == 0)
+      return _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_reduced(v, p));
+  }
+#endif
+  store_f(p, v);
+}
+
+// Orders a thread's streamed stores before the kernel returns.
+inline void stream_fence() {
+#if defined(CPU_CAPABILITY_AVX512)
+  _mm_sfence();
+#endif
+}
+
+template <bool kStream, typename T>
+inline void put(T* p, const fVec& v) {
+  if constexpr (kStream)
+    stream_f(p, v);
+  else
+    store_f(p, v);
+}
+
+// Calls body.template operator()<kStream>() with kStream = whether ``bytes`` of output
+// should be streamed.
+template <typename F>
+inline void with_streaming(int64_t bytes, const F& body) {
+  if (bytes >= kStreamBytes)
+    body.template operator()<true>();
+  else
+    body.template operator()<false>();
 }
 
 inline float sum(const fVec& v) {
@@ -75,26 +177,58 @@ Rows rows_of(const at::Tensor& t) {
   return {count, width, t.stride(-2)};
 }
 
+// Rows per parallel grain: a second thread is only woken for 64K elements or more.
+// Decode-sized ops take microseconds on one thread; spreading them costs a wake-up and
+// a barrier that waits for the slowest thread, which on a busy machine can be a whole
+// scheduler time slice.
+inline int64_t grain_rows(int64_t width) {
+  return std::max<int64_t>(1, (int64_t(64) << 10) / std::max<int64_t>(width, 1));
+}
+
+// Sum of squares of a row, with four accumulators so the adds do not wait on each other.
+template <typename T>
+inline float sum_squares(const T* x, int64_t n) {
+  fVec a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+  int64_t d = 0;
+  for (; d + 4 * kW <= n; d += 4 * kW) {
+    const fVec v0 = load_f(x + d), v1 = load_f(x + d + kW);
+    const fVec v2 = load_f(x + d + 2 * kW), v3 = load_f(x + d + 3 * kW);
+    a0 = at::vec::fmadd(v0, v0, a0);
+    a1 = at::vec::fmadd(v1, v1, a1);
+    a2 = at::vec::fmadd(v2, v2, a2);
+    a3 = at::vec::fmadd(v3, v3, a3);
+  }
+  for (; d + kW <= n; d += kW) {
+    const fVec v = load_f(x + d);
+    a0 = at::vec::fmadd(v, v, a0);
+  }
+  float ss = sum((a0 + a1) + (a2 + a3));
+  for (; d < n; ++d) ss += float(x[d]) * float(x[d]);
+  return ss;
+}
+
+// y = x * rstd * w over a row.
+template <bool kStream, typename T>
+inline void normalize_row(T* y, const T* x, const T* w, float rstd, int64_t n) {
+  const fVec vr(rstd);
+  int64_t d = 0;
+  for (; d + kW <= n; d += kW) put<kStream>(y + d, load_f(x + d) * vr * load_f(w + d));
+  for (; d < n; ++d) y[d] = T(float(x[d]) * rstd * float(w[d]));
+}
+
+// Two passes over each row (sum of squares, then the scaled write) while it is still
+// in L1/L2.
 template <typename T>
 void rms_norm_rows(T* out, int64_t out_stride, const T* in, const Rows& r, const T* w, float eps) {
-  at::parallel_for(0, r.count, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* x = in + i * r.stride;
-      T* y = out + i * out_stride;
-      fVec acc(0.f);
-      int64_t d = 0;
-      for (; d + kW <= r.width; d += kW) {
-        fVec v = load_f(x + d);
-        acc = at::vec::fmadd(v, v, acc);
+  with_streaming(r.count * r.width * int64_t(sizeof(T)), [&]<bool kStream>() {
+    at::parallel_for(0, r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* x = in + i * r.stride;
+        const float rstd = 1.f / std::sqrt(sum_squares(x, r.width) / r.width + eps);
+        normalize_row<kStream>(out + i * out_stride, x, w, rstd, r.width);
       }
-      float ss = sum(acc);
-      for (; d < r.width; ++d) ss += float(x[d]) * float(x[d]);
-      const float rstd = 1.f / std::sqrt(ss / r.width + eps);
-      const fVec vr(rstd);
-      d = 0;
-      for (; d + kW <= r.width; d += kW) store_f(y + d, load_f(x + d) * vr * load_f(w + d));
-      for (; d < r.width; ++d) y[d] = T(float(x[d]) * rstd * float(w[d]));
-    }
+      if constexpr (kStream) stream_fence();
+    });
   });
 }
 
@@ -103,36 +237,45 @@ void rms_norm(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight
   const Rows o = rows_of(out);
   TORCH_CHECK(o.count == r.count && o.width == r.width, "rms_norm: out and input differ in shape");
   const at::Tensor w = weight.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "rms_norm", [&] {
+  DISPATCH_FLOAT_TYPES(input.scalar_type(), "rms_norm", [&] {
     rms_norm_rows<scalar_t>(out.data_ptr<scalar_t>(), o.stride, input.data_ptr<scalar_t>(), r,
                             w.data_ptr<scalar_t>(), float(epsilon));
   });
 }
 
+// residual = x + residual (rounded to T, as the reference normalizes the stored
+// residual); returns the sum of squares of the new residual.
+template <typename T>
+inline float add_residual_row(const T* x, T* s, int64_t n) {
+  fVec a0(0.f), a1(0.f);
+  int64_t d = 0;
+  for (; d + 2 * kW <= n; d += 2 * kW) {
+    const fVec v0 = store_rounded(s + d, load_f(x + d) + load_f(s + d));
+    const fVec v1 = store_rounded(s + d + kW, load_f(x + d + kW) + load_f(s + d + kW));
+    a0 = at::vec::fmadd(v0, v0, a0);
+    a1 = at::vec::fmadd(v1, v1, a1);
+  }
+  for (; d + kW <= n; d += kW) {
+    const fVec v = store_rounded(s + d, load_f(x + d) + load_f(s + d));
+    a0 = at::vec::fmadd(v, v, a0);
+  }
+  float ss = sum(a0 + a1);
+  for (; d < n; ++d) {
+    s[d] = T(float(x[d]) + float(s[d]));
+    ss += float(s[d]) * float(s[d]);
+  }
+  return ss;
+}
+
 template <typename T>
 void fused_add_rms_norm_rows(T* in, const Rows& r, T* res, int64_t res_stride, const T* w,
                              float eps) {
-  at::parallel_for(0, r.count, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       T* x = in + i * r.stride;
       T* s = res + i * res_stride;
-      fVec acc(0.f);
-      int64_t d = 0;
-      for (; d + kW <= r.width; d += kW) {
-        store_f(s + d, load_f(x + d) + load_f(s + d));
-        fVec v = load_f(s + d);  // the rounded residual, as the reference normalizes it
-        acc = at::vec::fmadd(v, v, acc);
-      }
-      float ss = sum(acc);
-      for (; d < r.width; ++d) {
-        s[d] = T(float(x[d]) + float(s[d]));
-        ss += float(s[d]) * float(s[d]);
-      }
-      const float rstd = 1.f / std::sqrt(ss / r.width + eps);
-      const fVec vr(rstd);
-      d = 0;
-      for (; d + kW <= r.width; d += kW) store_f(x + d, load_f(s + d) * vr * load_f(w + d));
-      for (; d < r.width; ++d) x[d] = T(float(s[d]) * rstd * float(w[d]));
+      const float rstd = 1.f / std::sqrt(add_residual_row(x, s, r.width) / r.width + eps);
+      normalize_row<false>(x, s, w, rstd, r.width);  // in place: its lines are cached
     }
   });
 }
@@ -143,7 +286,7 @@ void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual, const at::Tenso
   const Rows s = rows_of(residual);
   TORCH_CHECK(s.count == r.count && s.width == r.width, "fused_add_rms_norm: shapes differ");
   const at::Tensor w = weight.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(),
+  DISPATCH_FLOAT_TYPES(input.scalar_type(),
                                   "fused_add_rms_norm", [&] {
     fused_add_rms_norm_rows<scalar_t>(input.data_ptr<scalar_t>(), r,
                                       residual.data_ptr<scalar_t>(), s.stride,
@@ -155,21 +298,24 @@ template <typename T>
 void silu_and_mul_rows(T* out, int64_t out_stride, const T* in, const Rows& r) {
   const int64_t half = r.width / 2;
   const fVec one(1.f);
-  at::parallel_for(0, r.count, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* gate = in + i * r.stride;
-      const T* up = gate + half;
-      T* y = out + i * out_stride;
-      int64_t d = 0;
-      for (; d + kW <= half; d += kW) {
-        fVec g = load_f(gate + d);
-        store_f(y + d, g / (one + g.neg().exp_u20()) * load_f(up + d));
+  with_streaming(r.count * half * int64_t(sizeof(T)), [&]<bool kStream>() {
+    at::parallel_for(0, r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* gate = in + i * r.stride;
+        const T* up = gate + half;
+        T* y = out + i * out_stride;
+        int64_t d = 0;
+        for (; d + kW <= half; d += kW) {
+          const fVec g = load_f(gate + d);
+          put<kStream>(y + d, g / (one + g.neg().exp_u20()) * load_f(up + d));
+        }
+        for (; d < half; ++d) {
+          const float g = float(gate[d]);
+          y[d] = T(g / (1.f + std::exp(-g)) * float(up[d]));
+        }
       }
-      for (; d < half; ++d) {
-        float g = float(gate[d]);
-        y[d] = T(g / (1.f + std::exp(-g)) * float(up[d]));
-      }
-    }
+      if constexpr (kStream) stream_fence();
+    });
   });
 }
 
@@ -178,7 +324,7 @@ void silu_and_mul(at::Tensor& out, const at::Tensor& input) {
   const Rows o = rows_of(out);
   TORCH_CHECK(r.width % 2 == 0 && o.width * 2 == r.width && o.count == r.count,
               "silu_and_mul: out must be input with the last dimension halved");
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "silu_and_mul",
+  DISPATCH_FLOAT_TYPES(input.scalar_type(), "silu_and_mul",
                                   [&] {
     silu_and_mul_rows<scalar_t>(out.data_ptr<scalar_t>(), o.stride, input.data_ptr<scalar_t>(), r);
   });
@@ -200,40 +346,52 @@ Heads heads_of(const at::Tensor& t, int64_t head_size) {
   return {t.size(0), t.size(1) / head_size, t.stride(0)};
 }
 
+// Rotates the first 2 * half elements of one head in place: neox pairs element d with
+// d + half, gptj pairs neighbours.
+template <typename T>
+inline void rotate_head(T* v, const float* cos, const float* sin, int64_t half, bool is_neox) {
+  if (is_neox) {
+    int64_t d = 0;
+    for (; d + kW <= half; d += kW) {
+      const fVec x1 = load_f(v + d), x2 = load_f(v + half + d);
+      const fVec c = fVec::loadu(cos + d), s = fVec::loadu(sin + d);
+      store_f(v + d, x1 * c - x2 * s);
+      store_f(v + half + d, x2 * c + x1 * s);
+    }
+    for (; d < half; ++d) {
+      const float x1 = float(v[d]), x2 = float(v[half + d]);
+      v[d] = T(x1 * cos[d] - x2 * sin[d]);
+      v[half + d] = T(x2 * cos[d] + x1 * sin[d]);
+    }
+  } else {
+    for (int64_t d = 0; d < half; ++d) {
+      const float x1 = float(v[2 * d]), x2 = float(v[2 * d + 1]);
+      v[2 * d] = T(x1 * cos[d] - x2 * sin[d]);
+      v[2 * d + 1] = T(x2 * cos[d] + x1 * sin[d]);
+    }
+  }
+}
+
+// Query and key of a token are rotated together, so its cos/sin row is converted once
+// and both tensors are swept in one parallel pass.
 template <typename T, typename index_t>
-void rotary(const index_t* positions, T* x, const Heads& h, int64_t head_size, const T* cache,
-            int64_t rot_dim, bool is_neox) {
+void rotary(const index_t* positions, T* q, const Heads& qh, T* k, const Heads& kh,
+            int64_t head_size, const T* cache, int64_t rot_dim, bool is_neox) {
   const int64_t half = rot_dim / 2;
-  at::parallel_for(0, h.tokens, 16, [&](int64_t begin, int64_t end) {
+  const int64_t grain = grain_rows((qh.heads + kh.heads) * rot_dim);
+  at::parallel_for(0, qh.tokens, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> cs(rot_dim);
     for (int64_t t = begin; t < end; ++t) {
       const T* row = cache + int64_t(positions[t]) * rot_dim;
-      for (int64_t d = 0; d < rot_dim; ++d) cs[d] = float(row[d]);
-      const float* cos = cs.data();
-      const float* sin = cs.data() + half;
-      for (int64_t hd = 0; hd < h.heads; ++hd) {
-        T* v = x + t * h.token_stride + hd * head_size;
-        if (is_neox) {
-          int64_t d = 0;
-          for (; d + kW <= half; d += kW) {
-            fVec x1 = load_f(v + d), x2 = load_f(v + half + d);
-            fVec c = fVec::loadu(cos + d), s = fVec::loadu(sin + d);
-            store_f(v + d, x1 * c - x2 * s);
-            store_f(v + half + d, x2 * c + x1 * s);
-          }
-          for (; d < half; ++d) {
-            float x1 = float(v[d]), x2 = float(v[half + d]);
-            v[d] = T(x1 * cos[d] - x2 * sin[d]);
-            v[half + d] = T(x2 * cos[d] + x1 * sin[d]);
-          }
-        } else {
-          for (int64_t d = 0; d < half; ++d) {
-            float x1 = float(v[2 * d]), x2 = float(v[2 * d + 1]);
-            v[2 * d] = T(x1 * cos[d] - x2 * sin[d]);
-            v[2 * d + 1] = T(x2 * cos[d] + x1 * sin[d]);
-          }
-        }
-      }
+      int64_t d = 0;
+      for (; d + kW <= rot_dim; d += kW) load_f(row + d).store(cs.data() + d);
+      for (; d < rot_dim; ++d) cs[d] = float(row[d]);
+      for (int64_t h = 0; h < qh.heads; ++h)
+        rotate_head(q + t * qh.token_stride + h * head_size, cs.data(), cs.data() + half, half,
+                    is_neox);
+      for (int64_t h = 0; h < kh.heads; ++h)
+        rotate_head(k + t * kh.token_stride + h * head_size, cs.data(), cs.data() + half, half,
+                    is_neox);
     }
   });
 }
@@ -244,16 +402,17 @@ void rotary_embedding(const at::Tensor& positions, at::Tensor& query, at::Tensor
   const at::Tensor cache = cos_sin_cache.to(query.scalar_type()).contiguous();
   const int64_t rot_dim = cache.size(1);
   TORCH_CHECK(rot_dim <= head_size && rot_dim % 2 == 0, "rotary_embedding: bad rotary dim");
-  for (at::Tensor* t : {&query, &key}) {
-    const Heads h = heads_of(*t, head_size);
-    TORCH_CHECK(h.tokens == pos.numel(), "rotary_embedding: one position per token");
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, t->scalar_type(), "rotary", [&] {
-      AT_DISPATCH_INDEX_TYPES(pos.scalar_type(), "rotary_index", [&] {
-        rotary<scalar_t, index_t>(pos.data_ptr<index_t>(), t->data_ptr<scalar_t>(), h, head_size,
-                                  cache.data_ptr<scalar_t>(), rot_dim, is_neox);
-      });
+  TORCH_CHECK(key.scalar_type() == query.scalar_type(), "rotary_embedding: dtypes differ");
+  const Heads qh = heads_of(query, head_size), kh = heads_of(key, head_size);
+  TORCH_CHECK(qh.tokens == pos.numel() && kh.tokens == pos.numel(),
+              "rotary_embedding: one position per token");
+  DISPATCH_FLOAT_TYPES(query.scalar_type(), "rotary", [&] {
+    AT_DISPATCH_INDEX_TYPES(pos.scalar_type(), "rotary_index", [&] {
+      rotary<scalar_t, index_t>(pos.data_ptr<index_t>(), query.data_ptr<scalar_t>(), qh,
+                                key.data_ptr<scalar_t>(), kh, head_size,
+                                cache.data_ptr<scalar_t>(), rot_dim, is_neox);
     });
-  }
+  });
 }
 
 void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
@@ -292,107 +451,224 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
   });
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
-  fVec acc(0.f);
-  int64_t d = 0;
-  for (; d + kW <= n; d += kW) acc = at::vec::fmadd(fVec::loadu(a + d), fVec::loadu(b + d), acc);
-  float s = sum(acc);
-  for (; d < n; ++d) s += a[d] * b[d];
-  return s;
+// --- Decode attention --------------------------------------------------------------------
+//
+// The cache interleaves kv heads within a token row, so a task covers a range of kv
+// heads of one sequence and walks the cached rows in tiles of kW tokens, all its heads
+// per tile: the rows of a tile are one contiguous span of memory, read sequentially
+// (per-head passes would read 256-byte pieces at a 2 KB stride, defeating the hardware
+// prefetcher). Within a tile, the query heads sharing a kv head (GQA) are processed
+// together, so each key and value vector is loaded once for all of them.
+
+// Lane i of the result is the sum of the lanes of v[i]: kW dot products finished with
+// one shuffle tree instead of kW separate horizontal sums.
+inline fVec transpose_sum(const fVec* v) {
+#if defined(CPU_CAPABILITY_AVX512)
+  __m512 a[8], b[4];
+  for (int i = 0; i < 8; ++i)  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)  // per 128-bit lane: the lane's sums of v[4i .. 4i+3]
+    b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xEE));
+  // then across 128-bit lanes, two at a time
+  const __m512 c0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
+                                  _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 c1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88),
+                                  _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88), _mm512_shuffle_f32x4(c0, c1, 0xDD));
+#else
+  __at_align__ float out[kW];
+  for (int64_t i = 0; i < kW; ++i) out[i] = sum(v[i]);
+  return fVec::loadu(out);
+#endif
 }
 
-// y += a * x
-inline void axpy(float a, const float* x, float* y, int64_t n) {
-  const fVec va(a);
-  int64_t d = 0;
-  for (; d + kW <= n; d += kW) at::vec::fmadd(va, fVec::loadu(x + d), fVec::loadu(y + d)).store(y + d);
-  for (; d < n; ++d) y[d] += a * x[d];
-}
-
-// Softmax in place, exponentials vectorized.
-inline void softmax(float* s, int64_t n) {
-  float mx = -INFINITY;
-  for (int64_t l = 0; l < n; ++l) mx = std::max(mx, s[l]);
-  const fVec vmx(mx);
-  fVec vtotal(0.f);
-  int64_t l = 0;
-  for (; l + kW <= n; l += kW) {
-    fVec e = (fVec::loadu(s + l) - vmx).exp_u20();
-    e.store(s + l);
-    vtotal = vtotal + e;
-  }
-  float total = sum(vtotal);
-  for (; l < n; ++l) total += (s[l] = std::exp(s[l] - mx));
-  const fVec inv(1.f / total);
-  l = 0;
-  for (; l + kW <= n; l += kW) (fVec::loadu(s + l) * inv).store(s + l);
-  for (; l < n; ++l) s[l] /= total;
-}
-
-// A row as floats: the row itself for float, else converted into ``buffer``.
+// Cached rows of one kv head: row t at ``base + t * stride``.
 template <typename T>
-inline const float* to_float(const T* src, float* buffer, int64_t n) {
-  int64_t d = 0;
-  for (; d + kW <= n; d += kW) load_f(src + d).store(buffer + d);
-  for (; d < n; ++d) buffer[d] = float(src[d]);
-  return buffer;
-}
-template <>
-inline const float* to_float<float>(const float* src, float*, int64_t) {
-  return src;
+struct KvRows {
+  const T* base;
+  int64_t stride;
+  const T* row(int64_t t) const { return base + t * stride; }
+};
+
+// s[g * ld + t] = q_g . k_t for kG query heads (fp32, pre-scaled) and n <= kW key rows.
+// Each key vector is loaded once for all kG heads.
+template <int kG, typename T>
+void tile_scores(const float* q, int64_t head_size, KvRows<T> k, int64_t n, float* s,
+                 int64_t ld) {
+  const int64_t vec_end = head_size - head_size % kW;
+  fVec partial[kG][kW];
+  __at_align__ float tail[kG][kW] = {};
+  for (int64_t t = 0; t < kW; ++t) {
+    if (t >= n) {  // pad the last tile of a sequence
+      for (int g = 0; g < kG; ++g) partial[g][t] = fVec(0.f);
+      continue;
+    }
+    const T* key = k.row(t);
+    fVec acc[kG];
+    for (int g = 0; g < kG; ++g) acc[g] = fVec(0.f);
+    for (int64_t d = 0; d < vec_end; d += kW) {
+      const fVec kv = load_f(key + d);
+      for (int g = 0; g < kG; ++g)
+        acc[g] = at::vec::fmadd(fVec::loadu(q + g * head_size + d), kv, acc[g]);
+    }
+    for (int g = 0; g < kG; ++g) {
+      partial[g][t] = acc[g];
+      for (int64_t d = vec_end; d < head_size; ++d)
+        tail[g][t] += q[g * head_size + d] * float(key[d]);
+    }
+  }
+  for (int g = 0; g < kG; ++g)
+    (transpose_sum(partial[g]) + fVec::loadu(tail[g])).store(s + g * ld, n);
 }
 
-// Decode attention. A task is one sequence and a contiguous range of its kv heads, so
-// each cached token row is read as one contiguous span (the cache interleaves heads
-// within a token). Rows are converted to float once and shared by every query head of
-// the group; softmax runs vectorized over the scores.
+// acc_g += sum_t p[g * ld + t] * v_t over n value rows, kG heads at once: each value
+// vector is loaded once, the accumulators stay in registers over the rows.
+template <int kG, typename T>
+void tile_values(const float* p, int64_t ld, KvRows<T> v, int64_t n, float* acc,
+                 int64_t head_size) {
+  int64_t d = 0;
+  for (; d + kW <= head_size; d += kW) {
+    fVec a[kG];
+    for (int g = 0; g < kG; ++g) a[g] = fVec::loadu(acc + g * head_size + d);
+    for (int64_t t = 0; t < n; ++t) {
+      const fVec x = load_f(v.row(t) + d);
+      for (int g = 0; g < kG; ++g) a[g] = at::vec::fmadd(fVec(p[g * ld + t]), x, a[g]);
+    }
+    for (int g = 0; g < kG; ++g) a[g].store(acc + g * head_size + d);
+  }
+  for (; d < head_size; ++d)
+    for (int g = 0; g < kG; ++g)
+      for (int64_t t = 0; t < n; ++t) acc[g * head_size + d] += p[g * ld + t] * float(v.row(t)[d]);
+}
+
+// Calls f.template operator()<kG>(g0) over query heads [0, group) in tiles of 8, 4, 2, 1.
+template <typename F>
+inline void for_each_head_tile(int64_t group, const F& f) {
+  for (int64_t g0 = 0; g0 < group;) {
+    const int64_t left = group - g0;
+    if (left >= 8) {
+      f.template operator()<8>(g0);
+      g0 += 8;
+    } else if (left >= 4) {
+      f.template operator()<4>(g0);
+      g0 += 4;
+    } else if (left >= 2) {
+      f.template operator()<2>(g0);
+      g0 += 2;
+    } else {
+      f.template operator()<1>(g0);
+      g0 += 1;
+    }
+  }
+}
+
+// Folds a block of scores into one query head's running softmax (online softmax): the
+// scores become exp(score - max) against the new running max. Returns the factor the
+// output accumulated so far must be scaled by.
+inline float softmax_step(float* s, int64_t n, float& max, float& total) {
+  fVec vblock_max(-INFINITY);
+  int64_t t = 0;
+  for (; t + kW <= n; t += kW) vblock_max = at::vec::maximum(vblock_max, fVec::loadu(s + t));
+  float block_max = at::vec::vec_reduce_all<float>(
+      [](fVec& a, fVec& b) { return at::vec::maximum(a, b); }, vblock_max);
+  for (; t < n; ++t) block_max = std::max(block_max, s[t]);
+  const float new_max = std::max(max, block_max);
+  const fVec vmax(new_max);
+  fVec vsum(0.f);
+  for (t = 0; t + kW <= n; t += kW) {
+    const fVec e = (fVec::loadu(s + t) - vmax).exp_u20();
+    e.store(s + t);
+    vsum = vsum + e;
+  }
+  float block_sum = sum(vsum);
+  for (; t < n; ++t) block_sum += (s[t] = std::exp(s[t] - new_max));
+  const float factor = std::exp(max - new_max);  // 0 on the first block (max = -inf)
+  total = total * factor + block_sum;
+  max = new_max;
+  return factor;
+}
+
+struct DecodeShape {
+  int64_t block_size, kv_heads, head_size, group, q_stride;
+  float scale;
+};
+
+// Query heads of kv heads [h0, h0 + nh) of one sequence: per cache block, the scores of
+// the whole block tile by tile, one softmax step per query head, then the values tile
+// by tile. ``buffer`` is the calling thread's scratch space.
 template <typename T, typename index_t>
-void paged_attention_impl(T* out, const T* query, int64_t q_stride, const T* kc, const T* vc,
-                          int64_t block_size, int64_t kv_heads, int64_t head_size, int64_t group,
-                          float scale, const index_t* tables, int64_t table_stride,
-                          const index_t* lens, int64_t seqs) {
-  const int64_t row = kv_heads * head_size;
-  const int64_t q_heads = kv_heads * group;
-  const int64_t want = (2 * at::get_num_threads() + seqs - 1) / seqs;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kv_heads, want));
-  const int64_t per_chunk = (kv_heads + chunks - 1) / chunks;
-  at::parallel_for(0, seqs * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> q, row_f(row), scores, acc;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / chunks;
-      const int64_t kh0 = (task % chunks) * per_chunk;
-      const int64_t nh = std::min(kv_heads, kh0 + per_chunk) - kh0;
+void attend(T* out, const T* query, const T* kc, const T* vc, const DecodeShape& sh,
+            const index_t* table, int64_t len, int64_t h0, int64_t nh, std::vector<float>& buffer) {
+  const int64_t hs = sh.head_size, bs = sh.block_size, row = sh.kv_heads * hs;
+  const int64_t queries = nh * sh.group;
+  buffer.resize(queries * (2 * hs + bs + 2));
+  float* q = buffer.data();           // [queries, hs], scaled
+  float* acc = q + queries * hs;      // [queries, hs]
+  float* s = acc + queries * hs;      // [queries, bs]: scores, then probabilities
+  float* max = s + queries * bs;      // [queries]
+  float* total = max + queries;       // [queries]
+  const T* q_src = query + h0 * sh.group * hs;
+  for (int64_t i = 0; i < queries * hs; ++i) q[i] = float(q_src[i]) * sh.scale, acc[i] = 0.f;
+  for (int64_t i = 0; i < queries; ++i) max[i] = -INFINITY, total[i] = 0.f;
+  for (int64_t start = 0; start < len; start += bs) {
+    const int64_t n = std::min(bs, len - start);
+    const int64_t offset = int64_t(table[start / bs]) * bs * row + h0 * hs;
+    auto head_rows = [&](const T* cache, int64_t t0, int64_t h) {
+      return KvRows<T>{cache + offset + t0 * row + h * hs, row};
+    };
+    for (int64_t t0 = 0; t0 < n; t0 += kW) {
+      const int64_t rows = std::min(kW, n - t0);
+      for (int64_t h = 0; h < nh; ++h)
+        for_each_head_tile(sh.group, [&]<int kG>(int64_t g0) {
+          const int64_t i = h * sh.group + g0;
+          tile_scores<kG>(q + i * hs, hs, head_rows(kc, t0, h), rows, s + i * bs + t0, bs);
+        });
+    }
+    for (int64_t i = 0; i < queries; ++i) {
+      const float factor = softmax_step(s + i * bs, n, max[i], total[i]);
+      if (factor != 1.f)
+        for (int64_t d = 0; d < hs; ++d) acc[i * hs + d] *= factor;
+    }
+    for (int64_t t0 = 0; t0 < n; t0 += kW)
+      for (int64_t h = 0; h < nh; ++h)
+        for_each_head_tile(sh.group, [&]<int kG>(int64_t g0) {
+          const int64_t i = h * sh.group + g0;
+          tile_values<kG>(s + i * bs + t0, bs, head_rows(vc, t0, h), std::min(kW, n - t0),
+                          acc + i * hs, hs);
+        });
+  }
+  T* o = out + h0 * sh.group * hs;
+  for (int64_t i = 0; i < queries; ++i) {
+    const float inv = total[i] > 0.f ? 1.f / total[i] : 0.f;  // an empty sequence gives 0
+    for (int64_t d = 0; d < hs; ++d) o[i * hs + d] = T(acc[i * hs + d] * inv);
+  }
+}
+
+// Decode attention over the paged cache [num_blocks, block_size, kv_heads, head_size].
+// A task is one sequence and a range of its kv heads: whole sequences when there are
+// enough of them to keep the threads busy, else each split into head ranges. Threads
+// take tasks from a shared counter, so sequences of different lengths still balance.
+template <typename T, typename index_t>
+void paged_attention_impl(T* out, const T* query, const T* kc, const T* vc, const DecodeShape& sh,
+                          const index_t* tables, int64_t table_stride, const index_t* lens,
+                          int64_t seqs) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t want = (2 * threads + seqs - 1) / seqs;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(sh.kv_heads, want));
+  const int64_t per_chunk = (sh.kv_heads + chunks - 1) / chunks;
+  const int64_t tasks = seqs * chunks;
+  const int64_t q_heads = sh.kv_heads * sh.group;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(threads, tasks), 1, [&](int64_t, int64_t) {
+    std::vector<float> buffer;
+    for (int64_t task = next++; task < tasks; task = next++) {
+      const int64_t b = task / chunks, h0 = (task % chunks) * per_chunk;
+      const int64_t nh = std::min(sh.kv_heads, h0 + per_chunk) - h0;
       if (nh <= 0) continue;
-      const int64_t len = lens[b], width = nh * head_size, queries = nh * group;
-      const index_t* table = tables + b * table_stride;
-      const T* q_src = query + b * q_stride + kh0 * group * head_size;
-      q.resize(queries * head_size);
-      for (int64_t i = 0; i < queries * head_size; ++i) q[i] = float(q_src[i]) * scale;
-      scores.resize(queries * len);
-      for (int64_t start = 0; start < len; start += block_size) {
-        const T* block = kc + int64_t(table[start / block_size]) * block_size * row;
-        const int64_t rows = std::min(block_size, len - start);
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* kf = to_float(block + r * row + kh0 * head_size, row_f.data(), width);
-          for (int64_t i = 0; i < queries; ++i)
-            scores[i * len + start + r] =
-                dot(q.data() + i * head_size, kf + (i / group) * head_size, head_size);
-        }
-      }
-      for (int64_t i = 0; i < queries; ++i) softmax(scores.data() + i * len, len);
-      acc.assign(queries * head_size, 0.f);
-      for (int64_t start = 0; start < len; start += block_size) {
-        const T* block = vc + int64_t(table[start / block_size]) * block_size * row;
-        const int64_t rows = std::min(block_size, len - start);
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* vf = to_float(block + r * row + kh0 * head_size, row_f.data(), width);
-          for (int64_t i = 0; i < queries; ++i)
-            axpy(scores[i * len + start + r], vf + (i / group) * head_size,
-                 acc.data() + i * head_size, head_size);
-        }
-      }
-      T* o = out + b * q_heads * head_size + kh0 * group * head_size;
-      for (int64_t i = 0; i < queries * head_size; ++i) o[i] = T(acc[i]);
+      attend(out + b * q_heads * sh.head_size, query + b * sh.q_stride, kc, vc, sh,
+             tables + b * table_stride, int64_t(lens[b]), h0, nh, buffer);
     }
   });
 }
@@ -408,13 +684,14 @@ void paged_attention(at::Tensor& out, const at::Tensor& query, const at::Tensor&
   TORCH_CHECK(q_heads % num_kv_heads == 0, "paged_attention: heads not a multiple of kv heads");
   const at::Tensor tables = block_tables.contiguous();
   const at::Tensor lens = seq_lens.to(tables.scalar_type()).contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "paged_attn", [&] {
+  const DecodeShape shape{key_cache.size(1), num_kv_heads,    head_size,
+                          q_heads / num_kv_heads, query.stride(0), float(scale)};
+  DISPATCH_FLOAT_TYPES(query.scalar_type(), "paged_attn", [&] {
     AT_DISPATCH_INDEX_TYPES(tables.scalar_type(), "paged_attention_index", [&] {
       paged_attention_impl<scalar_t, index_t>(
-          out.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), query.stride(0),
-          key_cache.data_ptr<scalar_t>(), value_cache.data_ptr<scalar_t>(), key_cache.size(1),
-          num_kv_heads, head_size, q_heads / num_kv_heads, float(scale),
-          tables.data_ptr<index_t>(), tables.size(1), lens.data_ptr<index_t>(), seqs);
+          out.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), key_cache.data_ptr<scalar_t>(),
+          value_cache.data_ptr<scalar_t>(), shape, tables.data_ptr<index_t>(), tables.size(1),
+          lens.data_ptr<index_t>(), seqs);
     });
   });
 }

@@ -158,15 +158,21 @@ def _no_op_meta(*args: Any) -> None:
     """Every op writes into its arguments and returns nothing: no shapes to infer."""
 
 
+def openmp_flags() -> list[str]:
+    """at::parallel_for is a header template: without OpenMP in the extension's own
+    build it runs every kernel on one thread."""
+    return ["-fopenmp"] if torch.backends.openmp.is_available() else []
+
+
 def build_flags() -> list[str]:
-    """Compile for the vector width ATen itself dispatches to on this CPU."""
+    """Compile for the vector width ATen itself dispatches to on this CPU, in parallel."""
     capability = torch.backends.cpu.get_cpu_capability()
     flags = {
         "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
         "AVX2": ["-mavx2", "-mfma", "-mf16c"],
     }.get(capability, [])
     defines = [f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"] if flags else []
-    return ["-O3", *flags, *defines]
+    return ["-O3", *flags, *defines, *openmp_flags()]
 
 
 def build_dir() -> Path:
@@ -197,6 +203,7 @@ def _load_compiled() -> None:
         name="_C_ascend_compat_kernels",
         sources=[str(p) for p in sorted(sources.glob("*.cpp"))],
         extra_cflags=build_flags(),
+        extra_ldflags=openmp_flags(),  # resolves to the libgomp torch has already loaded
         build_directory=str(directory),
         is_python_module=False,
         verbose=False,
