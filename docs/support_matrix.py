@@ -7,6 +7,7 @@ tests/test_docs.py fails while the committed copy is stale.
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 
 from packaging.version import Version
@@ -15,6 +16,37 @@ from vllm_ascend_compat.patches import ALL
 from vllm_ascend_compat.release import load_lines
 
 OUTPUT = Path(__file__).with_name("support-matrix.md")
+FEATURES = Path(__file__).parents[1] / "tests" / "features.toml"
+
+
+def _features(versions: list[str]) -> list[str]:
+    """Lines x features: tested, or unsupported with the vLLM reason (tests/features.toml)."""
+    features = tomllib.loads(FEATURES.read_text())["feature"]
+    out = [
+        "## Features by line",
+        "",
+        "`tested`: the feature's end-to-end tests run and pass on that line in CI. "
+        "`no (n)`: that vLLM release cannot run it, reason n below; its tests skip there "
+        "with that reason.",
+        "",
+        "| feature | tests | " + " | ".join(versions) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in versions) + " |",
+    ]
+    reasons: list[str] = []
+    for feature in features:
+        cells = []
+        for version in versions:
+            reason = feature.get("unsupported", {}).get(version)
+            if reason:
+                reasons.append(f"{version}, {feature['id']}: {reason}")
+                cells.append(f"no ({len(reasons)})")
+            else:
+                cells.append("tested")
+        tests = "<br>".join(f"`{t}`" for t in feature["tests"])
+        out.append(f"| {feature['title']} | {tests} | " + " | ".join(cells) + " |")
+    if reasons:
+        out += ["", *(f"{n}. {r}" for n, r in enumerate(reasons, 1))]
+    return out
 
 
 def render() -> str:
@@ -37,6 +69,7 @@ def render() -> str:
             f"| {line.version}{' (default)' if line.version == default else ''} | {session} "
             f"| {line.torch} | `{pins}` | {', '.join(line.requires) or '-'} |"
         )
+    out += ["", *_features([line.version for line in lines])]
     out += [
         "",
         "## Patches by line",

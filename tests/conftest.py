@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
 
 TESTS_DIR = Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent
+FEATURES = {f["id"]: f for f in tomllib.loads((TESTS_DIR / "features.toml").read_text())["feature"]}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -49,6 +51,15 @@ def vllm_release() -> str:
             "needs a vLLM release line: run through nox (VLLM_ASCEND_COMPAT_TEST_LINE unset)"
         )
     return line
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a feature's tests, with the declared vLLM reason, on lines that cannot run it."""
+    line = os.environ.get("VLLM_ASCEND_COMPAT_TEST_LINE")
+    for marker in item.iter_markers("feature"):
+        reason = FEATURES[marker.args[0]].get("unsupported", {}).get(line)
+        if reason:
+            pytest.skip(f"{marker.args[0]} is not supported on vLLM {line}: {reason}")
 
 
 # --- end-to-end fixtures: one tiny model, one reference run, one HF oracle per session ---

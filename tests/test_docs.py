@@ -22,3 +22,29 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     ci = (REPO_ROOT / ".ci/run").read_text()
     assert "nox -t ci" in readme and "nox -t ci" in ci
+
+
+def test_every_feature_names_real_tests_that_carry_its_marker() -> None:
+    from conftest import FEATURES, TESTS_DIR
+
+    from vllm_ascend_compat.release import supported_lines
+
+    for feature in FEATURES.values():
+        assert feature["tests"], feature["id"]
+        for node in feature["tests"]:
+            file, _, name = node.partition("::")
+            source = (TESTS_DIR / file).read_text()
+            assert not name or f"def {name}(" in source, f"{feature['id']}: no test {node}"
+            assert f'pytest.mark.feature("{feature["id"]}")' in source, (feature["id"], file)
+        assert set(feature.get("unsupported", {})) <= set(supported_lines()), feature["id"]
+
+
+def test_at_most_one_unsupported_feature_per_line() -> None:
+    """A skip names a vLLM limitation; it is not a way to hide drift."""
+    from conftest import FEATURES
+
+    per_line: dict[str, list[str]] = {}
+    for feature in FEATURES.values():
+        for line in feature.get("unsupported", {}):
+            per_line.setdefault(line, []).append(feature["id"])
+    assert all(len(ids) <= 1 for ids in per_line.values()), per_line

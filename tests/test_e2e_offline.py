@@ -15,6 +15,8 @@ def _tokens(run: dict[str, Any]) -> list[list[int]]:
     return [out["tokens"] for batch in run["batches"] for out in batch]
 
 
+@pytest.mark.feature("offline")
+@pytest.mark.feature("chunked-prefill")
 def test_greedy_tokens_equal_hf(tp1: dict[str, Any], oracle: dict[str, list[int]]) -> None:
     prompts = FIRST + SECOND + LONG
     got = _tokens(tp1)
@@ -29,11 +31,13 @@ def test_greedy_tokens_equal_hf(tp1: dict[str, Any], oracle: dict[str, list[int]
         assert g == oracle[p], f"prompt {p[:40]!r}: vLLM {g[:12]} vs HF {oracle[p][:12]}"
 
 
+@pytest.mark.feature("prefix-caching")
 def test_second_batch_reused_the_cached_prefix(tp1: dict[str, Any]) -> None:
     second = tp1["batches"][1]
     assert all(out["num_cached_tokens"] >= 16 for out in second), second
 
 
+@pytest.mark.feature("chunked-prefill")
 def test_long_prompt_stops_at_the_model_length(tp1: dict[str, Any]) -> None:
     (long_out,) = tp1["batches"][2]
     assert long_out["prompt_len"] > 32  # longer than one prefill chunk
@@ -51,6 +55,7 @@ def test_engine_ran_through_the_plugin(tp1: dict[str, Any]) -> None:
     assert "scheduling with NPUScheduler" in tp1["log"], "the platform's scheduler was not used"
 
 
+@pytest.mark.feature("tp2")
 def test_tensor_parallel_2_equals_tp1(
     tp1: dict[str, Any], tiny_model: Path, tmp_path: Path
 ) -> None:

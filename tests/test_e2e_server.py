@@ -18,7 +18,11 @@ import pytest
 from conftest import clean_env
 from e2e import BLOCK, CHUNK, FIRST, MAX_MODEL_LEN, SECOND
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.feature("server"),
+    pytest.mark.usefixtures("vllm_release"),
+]
 
 MODEL = "tiny"
 MAX_TOKENS = 16
@@ -39,7 +43,7 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "--host", "127.0.0.1", "--port", str(port), "--served-model-name", MODEL,
         "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--seed", "0",
         "--enable-prefix-caching", "--enable-chunked-prefill",
-        "--max-num-batched-tokens", str(CHUNK), "--block-size", str(BLOCK),
+        "--max-num-batched-tokens", str(CHUNK), "--block-size", str(BLOCK), "--max-num-seqs", "8",
     ]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(

@@ -174,3 +174,32 @@ if __name__ == "__main__":
         output = check_python(script, HF_HUB_OFFLINE="1", **env)
         outcomes.append(next(line for line in output.splitlines() if line.startswith("OUTCOME")))
     assert outcomes[0] == outcomes[1], outcomes
+
+
+V0_CONFIG = """
+from vllm.engine.arg_utils import EngineArgs
+import vllm.envs as envs
+print("KNOWS_VLLM_USE_V1", "VLLM_USE_V1" in dir(envs))
+try:
+    config = EngineArgs(model={model!r}, dtype="float32", max_model_len=64,
+                        max_num_seqs=8).create_engine_config()
+except Exception as err:
+    print("REFUSED", type(err).__name__, err)
+else:
+    print("CONFIG", config.parallel_config.worker_cls, config.scheduler_config.scheduler_cls)
+"""
+
+
+def test_v0_engine_is_refused_clearly(tiny_model, vllm_release: str) -> None:
+    """VLLM_USE_V1=0 selects V0 (0.9.2, 0.11.0), which the plugin does not implement."""
+    output = check_python(
+        V0_CONFIG.format(model=str(tiny_model)),
+        VLLM_ASCEND_COMPAT_CPU="1", VLLM_USE_V1="0", HF_HUB_OFFLINE="1",
+    )  # fmt: skip
+    if "KNOWS_VLLM_USE_V1 True" in output:
+        assert "REFUSED RuntimeError vllm-ascend-compat runs vLLM's V1 engine only" in output
+    else:  # 0.11.1+: the variable is gone; the V1 engine runs on the plugin's classes
+        assert (
+            "CONFIG vllm_ascend_compat.worker.NPUWorker "
+            "vllm_ascend_compat.scheduler.NPUScheduler" in output
+        ), output

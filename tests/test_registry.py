@@ -23,9 +23,11 @@ def test_patch_still_serves_a_supported_line(patch) -> None:
 
 
 def test_out_of_range_patches_are_neither_imported_nor_applied(vllm_release: str) -> None:
+    """Impl modules load only on the releases their name serves (``before_0_18``: < 0.18)."""
     check_python(
         """
-import importlib, sys
+import importlib, re, sys
+from packaging.version import Version
 from vllm_ascend_compat import patching, plugin, release
 from vllm_ascend_compat.patches import ALL
 rel = release.detect().release
@@ -36,13 +38,18 @@ for phase in patching.Phase:
     plugin.apply_phase(phase)
 status = {o.patch_id: o.status for o in patching.report()}
 for p in ALL:
-    impl_module = p.impl.partition(":")[0]
-    if p.applies_to(rel):
-        assert status[p.id] is patching.Status.APPLIED, (p.id, status[p.id])
-    else:
-        assert status[p.id] is patching.Status.OUT_OF_RANGE, (p.id, status[p.id])
-        assert impl_module not in sys.modules, f"{p.id}: {impl_module} imported out of range"
-print("checked", len(ALL))
+    expected = patching.Status.APPLIED if p.applies_to(rel) else patching.Status.OUT_OF_RANGE
+    assert status[p.id] is expected, (p.id, status[p.id])
+keyed = {}
+KEY = r"^vllm_ascend_compat\\.patches\\..*\\.before_(\\d+)_(\\d+)(?:_(\\d+))?$"
+for module in list(sys.modules):
+    key = re.search(KEY, module)
+    if key:
+        keyed[module] = Version(".".join(g for g in key.groups() if g))
+for module, bound in keyed.items():
+    assert rel.release < bound.release, f"{module} loaded on vLLM {rel}"
+assert keyed or not any(p.applies_to(rel) for p in ALL)
+print("checked", len(ALL), "patches and", len(keyed), "impl modules")
 """,
         VLLM_ASCEND_COMPAT_CPU="1",
     )

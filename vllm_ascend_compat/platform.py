@@ -111,6 +111,7 @@ class NPUPlatform(Platform):
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
         """Eager execution, our worker and scheduler, and a block size the kernels take."""
+        _refuse_v0_engine()
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = f"{_MODULE}.worker.NPUWorker"
@@ -190,3 +191,17 @@ def _select_scheduler(scheduler_config: Any) -> None:
         scheduler_config.scheduler_cls = SCHEDULER
     elif chosen != SCHEDULER:
         logger.info("vllm-ascend-compat: keeping the configured scheduler %s", chosen)
+
+
+def _refuse_v0_engine() -> None:
+    """The plugin implements vLLM's V1 engine only; 0.9.2 still has V0 (VLLM_USE_V1=0)."""
+    import vllm.envs as envs
+
+    if getattr(envs, "VLLM_USE_V1", True):
+        return
+    raise RuntimeError(
+        "vllm-ascend-compat runs vLLM's V1 engine only, and this configuration selects the "
+        "V0 engine (VLLM_USE_V1=0, or a V0-only feature on vLLM 0.9.2). V0 needs its own "
+        "worker, model runner and attention metadata, which this plugin does not implement. "
+        "Unset VLLM_USE_V1 or set VLLM_USE_V1=1."
+    )

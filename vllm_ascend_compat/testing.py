@@ -115,7 +115,7 @@ def hf_greedy_ids(
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_path).float().eval()  # any transformers
     eos = None if ignore_eos else model.config.eos_token_id
     outputs = []
     for prompt in prompts:
