@@ -14,7 +14,8 @@ REPORTS = Path(__file__).resolve().parent.parent / ".reports"
 def main() -> int:
     total = 0
     print(f"\n{'vLLM line':<12} {'passed':>7} {'failed':>7} {'skipped':>8} {'time':>9}")
-    for report in sorted(REPORTS.glob("vllm-*.xml")):
+    reports = REPORTS.glob("vllm-*.xml")
+    for report in sorted(reports, key=lambda r: [int(n) for n in r.stem[5:].split(".")]):
         line = report.stem.removeprefix("vllm-")
         suite = ET.parse(report).getroot()
         suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
