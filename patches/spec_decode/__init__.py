@@ -1,0 +1,142 @@
+"""Speculative decoding on the V1 GPU model runner: the rejection sampler's Triton kernels.
+
+With any speculative method (ngram among them) vLLM verifies the drafts in
+``vllm.v1.sample.rejection_sampler`` with Triton kernels; Ascend has no Triton.
+Torch implementations take their place, launched the way each release launches
+the kernel, so vLLM's host code (random draws, metadata) stays its own.
+"""
+
+from vllm_ascend_compat.patching import Kind, Patch, Phase
+
+MODULE = "vllm.v1.sample.rejection_sampler"
+REMOVE_WHEN = "vLLM's rejection sampler runs without Triton, or Ascend gains Triton"
+
+
+def _reason(what: str) -> str:
+    return (
+        f"Speculative decoding verifies the drafts with vLLM's rejection sampler, which "
+        f"{what} with a Triton kernel; Ascend has no Triton. A torch implementation of the "
+        f"kernel's semantics takes its place."
+    )
+
+
+GREEDY = _reason(
+    "keeps each greedy request's target argmax up to the first draft that differs, plus "
+    "the bonus token when all drafts match,"
+)
+RANDOM = _reason("accepts or rejects each draft of a sampled request")
+EXPAND = _reason("spreads per-request sampling parameters over the draft tokens")
+RECOVERED = _reason("samples the token that replaces a rejected draft")
+
+_GREEDY_SIG = (
+    "output_token_ids_ptr, cu_num_draft_tokens_ptr, draft_token_ids_ptr, target_argmax_ptr, "
+    "bonus_token_ids_ptr, is_greedy_ptr, max_spec_len"
+)
+_RANDOM_SIG = (
+    "output_token_ids_ptr, cu_num_draft_tokens_ptr, draft_token_ids_ptr, draft_probs_ptr, "
+    "target_probs_ptr, bonus_token_ids_ptr, recovered_token_ids_ptr, uniform_probs_ptr, "
+    "is_greedy_ptr, max_spec_len, vocab_size"
+)
+_RECOVERED_SIG = (
+    "output_token_ids_ptr, cu_num_draft_tokens_ptr, draft_token_ids_ptr, draft_probs_ptr, "
+    "target_probs_ptr, inv_q_ptr, vocab_size, BLOCK_SIZE, NO_DRAFT_PROBS"
+)
+SIGNATURES = {
+    "greedy": f"({_GREEDY_SIG})",
+    "greedy-synthetic": (
+        f"({_GREEDY_SIG}, uniform_probs_ptr, synthetic_conditional_rates_ptr, SYNTHETIC_MODE)"
+    ),
+    "random": f"({_RANDOM_SIG}, NO_DRAFT_PROBS)",
+    "random-synthetic": f"({_RANDOM_SIG}, synthetic_conditional_rates_ptr, NO_DRAFT_PROBS, "
+    "SYNTHETIC_MODE)",
+    "expand": "(output_ptr, input_ptr, cu_num_tokens_ptr, replace_from, replace_to, "
+    "MAX_NUM_TOKENS)",
+    "recovered-inv-q": f"({_RECOVERED_SIG})",
+    "recovered-fp64": f"({_RECOVERED_SIG}, USE_FP64_GUMBEL)",
+}
+LAUNCHER = " From 0.32 the kernel sits in a warm-up dispatcher, whose kernel is replaced."
+
+
+def _patch(
+    patch_id: str, target: str, versions: str, impl: str, reason: str, signature: str
+) -> Patch:
+    return Patch(
+        id=patch_id,
+        target=f"{MODULE}:{target}",
+        versions=versions,
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.{impl}",
+        reason=reason,
+        upstream="NPU only",
+        remove_when=REMOVE_WHEN,
+        signature=signature,
+    )
+
+
+PATCHES = (
+    # greedy verification: the hot path of greedy speculative decoding
+    _patch(
+        "torch-rejection-greedy", "rejection_greedy_sample_kernel", "<0.23.0",
+        "before_0_23:torch_greedy_sample", GREEDY, SIGNATURES["greedy"],
+    ),
+    _patch(
+        "torch-rejection-greedy-synthetic", "rejection_greedy_sample_kernel",
+        ">=0.23.0,<0.32.0", "before_0_32:torch_greedy_sample",
+        GREEDY + " From 0.23 it also takes the synthetic-acceptance inputs.",
+        SIGNATURES["greedy-synthetic"],
+    ),
+    _patch(
+        "torch-rejection-greedy-launcher", "_rejection_greedy_sample.kernel",
+        ">=0.32.0,<0.33.0", "before_0_33:torch_greedy_sample", GREEDY + LAUNCHER,
+        SIGNATURES["greedy-synthetic"],
+    ),
+    # random verification
+    _patch(
+        "torch-rejection-random", "rejection_random_sample_kernel", "<0.23.0",
+        "before_0_23:torch_random_sample", RANDOM, SIGNATURES["random"],
+    ),
+    _patch(
+        "torch-rejection-random-synthetic", "rejection_random_sample_kernel",
+        ">=0.23.0,<0.32.0", "before_0_32:torch_random_sample",
+        RANDOM + " From 0.23 it also takes the synthetic-acceptance inputs.",
+        SIGNATURES["random-synthetic"],
+    ),
+    _patch(
+        "torch-rejection-random-launcher", "_rejection_random_sample.kernel",
+        ">=0.32.0,<0.33.0", "before_0_33:torch_random_sample", RANDOM + LAUNCHER,
+        SIGNATURES["random-synthetic"],
+    ),
+    # per-request parameters (temperature, top-k, top-p) over draft tokens
+    _patch(
+        "torch-rejection-expand", "expand_kernel", "<0.32.0",
+        "before_0_32:torch_expand", EXPAND, SIGNATURES["expand"],
+    ),
+    _patch(
+        "torch-rejection-expand-launcher", "_expand.kernel", ">=0.32.0,<0.33.0",
+        "before_0_33:torch_expand", EXPAND + LAUNCHER, SIGNATURES["expand"],
+    ),
+    # recovered tokens for rejected drafts of sampled requests
+    _patch(
+        "torch-recovered-tokens", "sample_recovered_tokens", "<0.18.0",
+        "before_0_18:torch_sample_recovered_tokens",
+        RECOVERED + " Before 0.18 the host function itself calls triton.next_power_of_2, "
+        "which vLLM's Triton placeholder lacks, so the function is replaced.",
+        "(max_spec_len, num_draft_tokens, cu_num_draft_tokens, draft_token_ids, draft_probs, "
+        "target_probs, sampling_metadata, device)",
+    ),
+    _patch(
+        "torch-recovered-tokens-inv-q", "sample_recovered_tokens_kernel", ">=0.18.0,<0.23.0",
+        "before_0_23:torch_recovered_tokens", RECOVERED, SIGNATURES["recovered-inv-q"],
+    ),
+    _patch(
+        "torch-recovered-tokens-fp64", "sample_recovered_tokens_kernel", ">=0.23.0,<0.32.0",
+        "before_0_32:torch_recovered_tokens",
+        RECOVERED + " From 0.23 the Gumbel noise may be float64.", SIGNATURES["recovered-fp64"],
+    ),
+    _patch(
+        "torch-recovered-tokens-launcher", "_sample_recovered_tokens.kernel",
+        ">=0.32.0,<0.33.0", "before_0_33:torch_recovered_tokens", RECOVERED + LAUNCHER,
+        SIGNATURES["recovered-fp64"],
+    ),
+)  # fmt: skip
