@@ -11,6 +11,7 @@ from vllm_ascend_compat.patches import (
     ngram,
     request_validation,
     sampling_params,
+    spec_decode,
     stop_checks,
     stop_strings,
     triton_kernels,
@@ -26,4 +27,5 @@ ALL: tuple[Patch, ...] = (
     *stop_checks.PATCHES,
     *stop_strings.PATCHES,
     *triton_kernels.PATCHES,
+    *spec_decode.PATCHES,
 )
