@@ -460,15 +460,16 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
 // prefetcher). Within a tile, the query heads sharing a kv head (GQA) are processed
 // together, so each key and value vector is loaded once for all of them.
 
-// Lane i of the result is the sum of the lanes of v[i]: kW dot products finished with
-// one shuffle tree instead of kW separate horizontal sums.
-inline fVec transpose_sum(const fVec* v) {
+// Lane i of the result is the sum of row i of a kW x kW tile: kW dot products finished
+// with one shuffle tree instead of kW separate horizontal sums.
+inline fVec transpose_sum(const float* rows) {
 #if defined(CPU_CAPABILITY_AVX512)
   __m512 a[8], b[4];
-  for (int i = 0; i < 8; ++i)  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
-    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
-                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  for (int i = 0; i < 4; ++i)  // per 128-bit lane: the lane's sums of v[4i .. 4i+3]
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
+    const __m512 x = _mm512_load_ps(rows + 2 * i * kW), y = _mm512_load_ps(rows + (2 * i + 1) * kW);
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+  }
+  for (int i = 0; i < 4; ++i)  // per 128-bit lane: the lane's sums of rows 4i .. 4i+3
     b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),
                          _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xEE));
   // then across 128-bit lanes, two at a time
@@ -479,32 +480,55 @@ inline fVec transpose_sum(const fVec* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88), _mm512_shuffle_f32x4(c0, c1, 0xDD));
 #else
   __at_align__ float out[kW];
-  for (int64_t i = 0; i < kW; ++i) out[i] = sum(v[i]);
+  for (int64_t i = 0; i < kW; ++i) out[i] = sum(fVec::loadu(rows + i * kW));
   return fVec::loadu(out);
 #endif
 }
 
-// Cached rows of one kv head: row t at ``base + t * stride``.
+// Cached rows of one kv head: row t at ``base + t * stride``; ``count`` rows.
 template <typename T>
 struct KvRows {
-  const T* base;
-  int64_t stride;
+  const T* base = nullptr;
+  int64_t stride = 0, count = 0;
   const T* row(int64_t t) const { return base + t * stride; }
 };
 
-// s[g * ld + t] = q_g . k_t for kG query heads (fp32, pre-scaled) and n <= kW key rows.
-// Each key vector is loaded once for all kG heads.
+// A tile of cache rows read soon, asked for a few cache lines per step of the work
+// before it, in address order: the requests stream through memory sequentially and
+// never pile up.
+class Ahead {
+ public:
+  Ahead() = default;
+  Ahead(const void* base, int64_t stride, int64_t rows, int64_t row_bytes, int64_t steps)
+      : row_(static_cast<const char*>(base)), stride_(stride), rows_(rows), row_bytes_(row_bytes),
+        per_step_(((row_bytes + 63) / 64 * rows + steps - 1) / std::max<int64_t>(steps, 1)) {}
+  void step() {
+    for (int64_t i = 0; i < per_step_ && rows_ > 0; ++i) {
+      __builtin_prefetch(row_ + offset_);
+      if ((offset_ += 64) >= row_bytes_) offset_ = 0, row_ += stride_, --rows_;
+    }
+  }
+
+ private:
+  const char* row_ = nullptr;
+  int64_t stride_ = 0, rows_ = 0, row_bytes_ = 0, per_step_ = 0, offset_ = 0;
+};
+
+// s[g * ld + t] = q_g . k_t for kG query heads (fp32, pre-scaled) and k.count <= kW key
+// rows. Each key vector is loaded once for all kG heads. Each row computed is one step
+// of the prefetch of the tiles in ``ahead``.
 template <int kG, typename T>
-void tile_scores(const float* q, int64_t head_size, KvRows<T> k, int64_t n, float* s,
-                 int64_t ld) {
+void tile_scores(const float* q, int64_t head_size, KvRows<T> k, float* s, int64_t ld,
+                 Ahead (&ahead)[2]) {
   const int64_t vec_end = head_size - head_size % kW;
-  fVec partial[kG][kW];
-  __at_align__ float tail[kG][kW] = {};
+  __at_align__ float partial[kG][kW][kW];  // [head][row]: lanes of q_g * k_row
   for (int64_t t = 0; t < kW; ++t) {
-    if (t >= n) {  // pad the last tile of a sequence
-      for (int g = 0; g < kG; ++g) partial[g][t] = fVec(0.f);
+    if (t >= k.count) {  // pad the last tile of a sequence
+      for (int g = 0; g < kG; ++g) fVec(0.f).store(partial[g][t]);
       continue;
     }
+    ahead[0].step();
+    ahead[1].step();
     const T* key = k.row(t);
     fVec acc[kG];
     for (int g = 0; g < kG; ++g) acc[g] = fVec(0.f);
@@ -514,33 +538,40 @@ void tile_scores(const float* q, int64_t head_size, KvRows<T> k, int64_t n, floa
         acc[g] = at::vec::fmadd(fVec::loadu(q + g * head_size + d), kv, acc[g]);
     }
     for (int g = 0; g < kG; ++g) {
-      partial[g][t] = acc[g];
+      acc[g].store(partial[g][t]);
       for (int64_t d = vec_end; d < head_size; ++d)
-        tail[g][t] += q[g * head_size + d] * float(key[d]);
+        partial[g][t][0] += q[g * head_size + d] * float(key[d]);
     }
   }
-  for (int g = 0; g < kG; ++g)
-    (transpose_sum(partial[g]) + fVec::loadu(tail[g])).store(s + g * ld, n);
+  for (int g = 0; g < kG; ++g) transpose_sum(&partial[g][0][0]).store(s + g * ld, k.count);
 }
 
-// acc_g += sum_t p[g * ld + t] * v_t over n value rows, kG heads at once: each value
-// vector is loaded once, the accumulators stay in registers over the rows.
+// acc_g += sum_t p[g * ld + t] * v_t over v.count value rows, kG heads at once: each
+// value vector is loaded once, and the accumulators of kC vectors of head_size stay in
+// registers over the rows (kG * kC independent FMA chains).
 template <int kG, typename T>
-void tile_values(const float* p, int64_t ld, KvRows<T> v, int64_t n, float* acc,
-                 int64_t head_size) {
+void tile_values(const float* p, int64_t ld, KvRows<T> v, float* acc, int64_t head_size) {
+  constexpr int kC = kG <= 4 ? 2 : 1;
   int64_t d = 0;
-  for (; d + kW <= head_size; d += kW) {
-    fVec a[kG];
-    for (int g = 0; g < kG; ++g) a[g] = fVec::loadu(acc + g * head_size + d);
-    for (int64_t t = 0; t < n; ++t) {
-      const fVec x = load_f(v.row(t) + d);
-      for (int g = 0; g < kG; ++g) a[g] = at::vec::fmadd(fVec(p[g * ld + t]), x, a[g]);
+  for (; d + kC * kW <= head_size; d += kC * kW) {
+    fVec a[kG][kC];
+    for (int g = 0; g < kG; ++g)
+      for (int c = 0; c < kC; ++c) a[g][c] = fVec::loadu(acc + g * head_size + d + c * kW);
+    for (int64_t t = 0; t < v.count; ++t) {
+      fVec x[kC];
+      for (int c = 0; c < kC; ++c) x[c] = load_f(v.row(t) + d + c * kW);
+      for (int g = 0; g < kG; ++g) {
+        const fVec w(p[g * ld + t]);
+        for (int c = 0; c < kC; ++c) a[g][c] = at::vec::fmadd(w, x[c], a[g][c]);
+      }
     }
-    for (int g = 0; g < kG; ++g) a[g].store(acc + g * head_size + d);
+    for (int g = 0; g < kG; ++g)
+      for (int c = 0; c < kC; ++c) a[g][c].store(acc + g * head_size + d + c * kW);
   }
   for (; d < head_size; ++d)
     for (int g = 0; g < kG; ++g)
-      for (int64_t t = 0; t < n; ++t) acc[g * head_size + d] += p[g * ld + t] * float(v.row(t)[d]);
+      for (int64_t t = 0; t < v.count; ++t)
+        acc[g * head_size + d] += p[g * ld + t] * float(v.row(t)[d]);
 }
 
 // Calls f.template operator()<kG>(g0) over query heads [0, group) in tiles of 8, 4, 2, 1.
@@ -612,18 +643,29 @@ void attend(T* out, const T* query, const T* kc, const T* vc, const DecodeShape&
   const T* q_src = query + h0 * sh.group * hs;
   for (int64_t i = 0; i < queries * hs; ++i) q[i] = float(q_src[i]) * sh.scale, acc[i] = 0.f;
   for (int64_t i = 0; i < queries; ++i) max[i] = -INFINITY, total[i] = 0.f;
+  // row t0 .. t0 + kW - 1 of kv head h0 + h in the cache block holding token ``start``
+  auto tile = [&](const T* cache, int64_t start, int64_t t0, int64_t h) {
+    if (start >= len) return KvRows<T>{};
+    const int64_t block = table[start / bs], n = std::min(bs, len - start);
+    return KvRows<T>{cache + (block * bs + t0) * row + (h0 + h) * hs, row,
+                     std::min(kW, n - t0)};
+  };
+  // the same rows, all heads of the task, prefetched over the nh * kW rows of a tile
+  auto span = [&](const T* cache, int64_t start, int64_t t0) {
+    const KvRows<T> rows = tile(cache, start, t0, 0);
+    const int64_t size = int64_t(sizeof(T));
+    return Ahead(rows.base, row * size, rows.count, nh * hs * size, nh * kW);
+  };
   for (int64_t start = 0; start < len; start += bs) {
     const int64_t n = std::min(bs, len - start);
-    const int64_t offset = int64_t(table[start / bs]) * bs * row + h0 * hs;
-    auto head_rows = [&](const T* cache, int64_t t0, int64_t h) {
-      return KvRows<T>{cache + offset + t0 * row + h * hs, row};
-    };
     for (int64_t t0 = 0; t0 < n; t0 += kW) {
-      const int64_t rows = std::min(kW, n - t0);
+      // this tile's values (for the value pass below) and the next tile's keys
+      Ahead ahead[2] = {
+          span(vc, start, t0), t0 + kW < n ? span(kc, start, t0 + kW) : span(kc, start + bs, 0)};
       for (int64_t h = 0; h < nh; ++h)
         for_each_head_tile(sh.group, [&]<int kG>(int64_t g0) {
           const int64_t i = h * sh.group + g0;
-          tile_scores<kG>(q + i * hs, hs, head_rows(kc, t0, h), rows, s + i * bs + t0, bs);
+          tile_scores<kG>(q + i * hs, hs, tile(kc, start, t0, h), s + i * bs + t0, bs, ahead);
         });
     }
     for (int64_t i = 0; i < queries; ++i) {
@@ -635,8 +677,7 @@ void attend(T* out, const T* query, const T* kc, const T* vc, const DecodeShape&
       for (int64_t h = 0; h < nh; ++h)
         for_each_head_tile(sh.group, [&]<int kG>(int64_t g0) {
           const int64_t i = h * sh.group + g0;
-          tile_values<kG>(s + i * bs + t0, bs, head_rows(vc, t0, h), std::min(kW, n - t0),
-                          acc + i * hs, hs);
+          tile_values<kG>(s + i * bs + t0, bs, tile(vc, start, t0, h), acc + i * hs, hs);
         });
   }
   T* o = out + h0 * sh.group * hs;
@@ -655,7 +696,7 @@ void paged_attention_impl(T* out, const T* query, const T* kc, const T* vc, cons
                           const index_t* tables, int64_t table_stride, const index_t* lens,
                           int64_t seqs) {
   const int64_t threads = at::get_num_threads();
-  const int64_t want = (2 * threads + seqs - 1) / seqs;
+  const int64_t want = (4 * threads + seqs - 1) / seqs;  // a few tasks per thread
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(sh.kv_heads, want));
   const int64_t per_chunk = (sh.kv_heads + chunks - 1) / chunks;
   const int64_t tasks = seqs * chunks;
