@@ -39,6 +39,7 @@ LLM_ARGS: dict[str, Any] = {
     "max_num_seqs": 8,  # 0.9.2 requires max_num_seqs <= max_num_batched_tokens
     "block_size": BLOCK,
     "seed": 0,
+    "disable_log_stats": False,  # the prefix-cache counters are read back
 }
 
 

@@ -41,8 +41,14 @@ if __name__ == "__main__":
         generated += sum(len(o.outputs[0].token_ids) for o in outputs)
     from vllm_ascend_compat import patching
 
+    counters = {}
+    if not spec["llm"].get("disable_log_stats", True):
+        counters = {
+            m.name: m.value for m in llm.get_metrics() if m.name.startswith("vllm:prefix_cache")
+        }
     result = {
         "batches": batches,
+        "counters": counters,
         "engine_start_seconds": start_seconds,
         "tokens_per_second": generated / gen_seconds,
         "patches": {o.patch_id: o.status.value for o in patching.report()},

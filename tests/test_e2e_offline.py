@@ -35,6 +35,10 @@ def test_greedy_tokens_equal_hf(tp1: dict[str, Any], oracle: dict[str, list[int]
 def test_second_batch_reused_the_cached_prefix(tp1: dict[str, Any]) -> None:
     second = tp1["batches"][1]
     assert all(out["num_cached_tokens"] >= 16 for out in second), second
+    counters = tp1["counters"]
+    print("prefix cache counters:", counters)
+    # the metrics count at least the blocks the second batch reused
+    assert counters["vllm:prefix_cache_hits"] >= sum(out["num_cached_tokens"] for out in second)
 
 
 @pytest.mark.feature("chunked-prefill")
