@@ -30,7 +30,7 @@ if __name__ == "__main__":
     spec = json.loads(Path(sys.argv[1]).read_text())
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=spec["model"], disable_log_stats=False, **spec["llm"])
+    llm = LLM(model=spec["model"], **{**spec["llm"], "disable_log_stats": False})
     batches = []
     for batch in spec["batches"]:
         params = SamplingParams(
