@@ -455,10 +455,12 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
 //
 // The cache interleaves kv heads within a token row, so a task covers a range of kv
 // heads of one sequence and walks the cached rows in tiles of kW tokens, all its heads
-// per tile: the rows of a tile are one contiguous span of memory, read sequentially
-// (per-head passes would read 256-byte pieces at a 2 KB stride, defeating the hardware
-// prefetcher). Within a tile, the query heads sharing a kv head (GQA) are processed
-// together, so each key and value vector is loaded once for all of them.
+// per tile: a tile's rows are one contiguous span, prefetched in address order while
+// the tile before it is computed (one head's rows alone are 256-byte pieces at a 2 KB
+// stride, which the hardware prefetcher follows poorly). Within a tile, the query heads
+// sharing a kv head (GQA) are processed together, so each key and value vector is
+// loaded once for all of them, and the scores of a whole block go through one online
+// softmax step.
 
 // Lane i of the result is the sum of row i of a kW x kW tile: kW dot products finished
 // with one shuffle tree instead of kW separate horizontal sums.
@@ -466,7 +468,8 @@ inline fVec transpose_sum(const float* rows) {
 #if defined(CPU_CAPABILITY_AVX512)
   __m512 a[8], b[4];
   for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
-    const __m512 x = _mm512_load_ps(rows + 2 * i * kW), y = _mm512_load_ps(rows + (2 * i + 1) * kW);
+    const __m512 x = _mm512_load_ps(rows + 2 * i * kW);
+    const __m512 y = _mm512_load_ps(rows + (2 * i + 1) * kW);
     a[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
   }
   for (int i = 0; i < 4; ++i)  // per 128-bit lane: the lane's sums of rows 4i .. 4i+3
