@@ -267,3 +267,27 @@ def test_unknown_disabled_id_is_an_error() -> None:
     )
     assert proc.returncode != 0
     assert "unknown patch ids: no-such-patch" in proc.stderr, proc.stderr
+
+
+def test_stacked_patches_unpatch_together_or_not_at_all() -> None:
+    """Two patches on one target: removing the lower alone would silently drop the upper."""
+    check_python(
+        PREAMBLE
+        + """
+import targets.sample_target as t
+original = t.greet
+run(make('lower', 'greet'), make('upper', 'greet', kind=Kind.WRAP, impl='tag'))
+assert t.greet("x") == ("wrapped", "HELLO X")
+try:
+    unpatch(['lower'])
+except PatchError as err:
+    assert "'lower' alone: 'upper' is stacked" in str(err), err
+else:
+    raise AssertionError("unpatching the lower patch alone was accepted")
+assert t.greet("x") == ("wrapped", "HELLO X")  # nothing changed
+unpatch(['upper'])
+assert t.greet("x") == "HELLO X"
+unpatch(['lower'])
+assert t.greet is original
+"""
+    )

@@ -257,6 +257,22 @@ def _apply_one(patch: Patch, release: Version) -> None:
     logger.debug("vllm-ascend-compat: applied patch %s to %s", patch.id, patch.target)
 
 
+def _refuse_unstacking(ids: list[str]) -> None:
+    """Two patches on one target stack; removing the lower one alone would drop both."""
+    order = list(_applied)
+    for patch_id in ids:
+        if patch_id not in _applied:
+            continue
+        lower = _applied[patch_id]
+        for later in order[order.index(patch_id) + 1 :]:
+            upper = _applied[later]
+            if later not in ids and (upper.owner, upper.name) == (lower.owner, lower.name):
+                raise PatchError(
+                    f"cannot unpatch {patch_id!r} alone: {later!r} is stacked on the same "
+                    f"target {lower.patch.target}; unpatch both"
+                )
+
+
 def _unpatch_one(patch_id: str, status: Status = Status.REMOVED) -> None:
     state = _applied.pop(patch_id)
     if state.had_own:
@@ -333,6 +349,7 @@ def unpatch(patch_ids: Iterable[str] | None = None) -> None:
     """Restore the exact original objects (all patches when ``patch_ids`` is None)."""
     with _lock:
         ids = list(_applied) + list(_pending) if patch_ids is None else list(patch_ids)
+        _refuse_unstacking(ids)
         for patch_id in reversed(ids):
             if _pending.pop(patch_id, None) is not None:
                 _record(patch_id, Status.REMOVED, "unpatched before its module was imported")
