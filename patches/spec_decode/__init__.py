@@ -1,9 +1,10 @@
-"""Speculative decoding on the V1 GPU model runner: the rejection sampler's Triton kernels.
+"""Speculative decoding on the V1 GPU model runner, without Triton and without CUDA streams.
 
 With any speculative method (ngram among them) vLLM verifies the drafts in
 ``vllm.v1.sample.rejection_sampler`` with Triton kernels; Ascend has no Triton.
 Torch implementations take their place, launched the way each release launches
-the kernel, so vLLM's host code (random draws, metadata) stays its own.
+the kernel, so vLLM's host code (random draws, metadata) stays its own. From 0.23
+the runner also copies draft ids to the host on a CUDA side stream.
 """
 
 from vllm_ascend_compat.patching import Kind, Patch, Phase
@@ -140,3 +141,38 @@ PATCHES = (
         SIGNATURES["recovered-fp64"],
     ),
 )  # fmt: skip
+
+DRAFT_COPY = (
+    "When the drafter cannot run (a request near max_model_len) the GPU model runner zeroes "
+    "the drafts and copies them to the host on a side stream through torch.cuda.current_stream() "
+    "and torch.cuda.stream(), which exist on neither the NPU nor the CPU. The copy is made on "
+    "the current stream instead, as vLLM's own CPU runner does."
+)
+RUNNER = "vllm.v1.worker.gpu_model_runner:GPUModelRunner._copy_draft_token_ids_to_cpu"
+
+PATCHES += (
+    Patch(
+        id="host-draft-copy",
+        target=RUNNER,
+        versions=">=0.23.0,<0.27.0",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.before_0_27:host_draft_copy",
+        reason=DRAFT_COPY,
+        upstream="NPU only",
+        remove_when="vLLM's runner copies drafts through the device-generic stream API",
+        signature="(self, scheduler_output, zeros_only)",
+    ),
+    Patch(
+        id="host-draft-copy-2d",
+        target=RUNNER,
+        versions=">=0.27.0,<0.33.0",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.before_0_33:host_draft_copy",
+        reason=DRAFT_COPY + " From 0.27 the copy is a 2-D slice and records the draft width.",
+        upstream="NPU only",
+        remove_when="vLLM's runner copies drafts through the device-generic stream API",
+        signature="(self, scheduler_output, zeros_only)",
+    ),
+)
