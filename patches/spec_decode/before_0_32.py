@@ -1,107 +1,27 @@
-"""Rejection-sampler kernels in torch for releases before 0.32, launched like the Triton ones.
+"""Rejection-sampler kernels in torch for 0.23 to 0.31, launched like the Triton ones.
 
 From 0.23 the greedy and random kernels take the synthetic-acceptance inputs and the
-recovered-token kernel a float64 Gumbel flag (the dtype of ``inv_q`` carries it here).
+recovered-token kernel a float64 Gumbel flag (the dtype of ``inv_q`` carries it here);
+``expand_kernel`` is the same on every release before 0.32.
 """
 
 from typing import Any
 
-import torch
-from vllm_ascend_compat.patches.spec_decode import kernels
+from vllm_ascend_compat.patches.spec_decode import launch
 from vllm_ascend_compat.patches.triton_kernels.launch import GridLaunch
 
 
-def greedy(
-    grid: tuple[int, ...],
-    output_token_ids_ptr: torch.Tensor,  # the Triton kernel's own parameter names
-    cu_num_draft_tokens_ptr: torch.Tensor,
-    draft_token_ids_ptr: torch.Tensor,
-    target_argmax_ptr: torch.Tensor,
-    bonus_token_ids_ptr: torch.Tensor,
-    is_greedy_ptr: torch.Tensor | None,
-    max_spec_len: int,
-    uniform_probs_ptr: torch.Tensor | None,
-    synthetic_conditional_rates_ptr: torch.Tensor | None,
-    SYNTHETIC_MODE: bool,
-) -> None:
-    kernels.rejection_greedy_sample(
-        grid[0], output_token_ids_ptr, cu_num_draft_tokens_ptr, draft_token_ids_ptr,
-        target_argmax_ptr, bonus_token_ids_ptr, is_greedy_ptr, max_spec_len, uniform_probs_ptr,
-        synthetic_conditional_rates_ptr if SYNTHETIC_MODE else None,
-    )  # fmt: skip
-
-
-def random(
-    grid: tuple[int, ...],
-    output_token_ids_ptr: torch.Tensor,
-    cu_num_draft_tokens_ptr: torch.Tensor,
-    draft_token_ids_ptr: torch.Tensor,
-    draft_probs_ptr: torch.Tensor | None,
-    target_probs_ptr: torch.Tensor,
-    bonus_token_ids_ptr: torch.Tensor,
-    recovered_token_ids_ptr: torch.Tensor,
-    uniform_probs_ptr: torch.Tensor,
-    is_greedy_ptr: torch.Tensor,
-    max_spec_len: int,
-    vocab_size: int,
-    synthetic_conditional_rates_ptr: torch.Tensor | None,
-    NO_DRAFT_PROBS: bool,
-    SYNTHETIC_MODE: bool,
-) -> None:
-    kernels.rejection_random_sample(
-        grid[0], output_token_ids_ptr, cu_num_draft_tokens_ptr, draft_token_ids_ptr,
-        None if NO_DRAFT_PROBS else draft_probs_ptr, target_probs_ptr, bonus_token_ids_ptr,
-        recovered_token_ids_ptr, uniform_probs_ptr, is_greedy_ptr, max_spec_len,
-        synthetic_conditional_rates_ptr if SYNTHETIC_MODE else None,
-    )  # fmt: skip
-
-
-def expand(
-    grid: tuple[int, ...],
-    output_ptr: torch.Tensor,
-    input_ptr: torch.Tensor,
-    cu_num_tokens_ptr: torch.Tensor,
-    replace_from: Any,
-    replace_to: Any,
-    MAX_NUM_TOKENS: int,
-    **launch_options: Any,  # num_warps before 0.13
-) -> None:
-    kernels.expand(
-        grid[0], output_ptr, input_ptr, cu_num_tokens_ptr, replace_from, replace_to,
-        MAX_NUM_TOKENS,
-    )  # fmt: skip
-
-
-def recovered(
-    grid: tuple[int, ...],
-    output_token_ids_ptr: torch.Tensor,
-    cu_num_draft_tokens_ptr: torch.Tensor,
-    draft_token_ids_ptr: torch.Tensor,
-    draft_probs_ptr: torch.Tensor | None,
-    target_probs_ptr: torch.Tensor,
-    inv_q_ptr: torch.Tensor,
-    vocab_size: int,
-    BLOCK_SIZE: int,
-    NO_DRAFT_PROBS: bool,
-    USE_FP64_GUMBEL: bool,
-) -> None:
-    kernels.sample_recovered_tokens(
-        grid[0], output_token_ids_ptr, cu_num_draft_tokens_ptr, draft_token_ids_ptr,
-        None if NO_DRAFT_PROBS else draft_probs_ptr, target_probs_ptr, inv_q_ptr, inverted=True,
-    )  # fmt: skip
-
-
 def torch_greedy_sample(original: Any) -> GridLaunch:
-    return GridLaunch(greedy)
+    return GridLaunch(launch.greedy)
 
 
 def torch_random_sample(original: Any) -> GridLaunch:
-    return GridLaunch(random)
+    return GridLaunch(launch.random)
 
 
 def torch_expand(original: Any) -> GridLaunch:
-    return GridLaunch(expand)
+    return GridLaunch(launch.expand)
 
 
 def torch_recovered_tokens(original: Any) -> GridLaunch:
-    return GridLaunch(recovered)
+    return GridLaunch(launch.recovered)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from vllm_ascend_compat.patches.spec_decode import before_0_32
+from vllm_ascend_compat.patches.spec_decode import launch
 from vllm_ascend_compat.patches.spec_decode.kernels import KernelLaunch
 
 
@@ -24,19 +24,19 @@ def _launch(fn: Callable[..., None]) -> KernelLaunch:
 
 
 def torch_greedy_sample(original: Any) -> KernelLaunch:
-    return _launch(before_0_32.greedy)
+    return _launch(launch.greedy)
 
 
 def torch_random_sample(original: Any) -> KernelLaunch:
-    return _launch(before_0_32.random)
+    return _launch(launch.random)
 
 
 def torch_expand(original: Any) -> KernelLaunch:
-    return _launch(before_0_32.expand)
+    return _launch(launch.expand)
 
 
 def torch_recovered_tokens(original: Any) -> KernelLaunch:
-    return _launch(before_0_32.recovered)
+    return _launch(launch.recovered)
 
 
 def host_draft_copy(original: Any) -> Any:
