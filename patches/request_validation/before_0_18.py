@@ -2,10 +2,7 @@
 
 from typing import Any
 
-
-def oov_stop_token_ids(params: Any, vocab_size: int) -> list[int]:
-    """The stop_token_ids that cannot index logits of width ``vocab_size``."""
-    return [t for t in params.stop_token_ids or () if t < 0 or t >= vocab_size]
+from vllm_ascend_compat.patches.request_validation.vocab import oov_stop_token_ids
 
 
 def reject_oov_stop_token_ids(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:

@@ -3,7 +3,7 @@
 from typing import Any
 
 from vllm.exceptions import VLLMValidationError
-from vllm_ascend_compat.patches.request_validation.before_0_18 import oov_stop_token_ids
+from vllm_ascend_compat.patches.request_validation.vocab import oov_stop_token_ids
 
 
 def reject_oov_stop_token_ids(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
