@@ -139,6 +139,13 @@ for _version in LINES:
         _line_session(_version)
 
 
+@nox.session(python=False)
+def matrix(session: nox.Session) -> None:
+    """The whole suite on every release line (queues `tests` and each `tests-<line>`)."""
+    for version in LINES:
+        session.notify("tests" if version == DEFAULT else f"tests-{version}")
+
+
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
     """Offline generation through the plugin with a tiny local model (CPU mode without an NPU)."""
