@@ -113,7 +113,11 @@ def bench_rotary(tokens: int, dtype: torch.dtype, label: str) -> None:
     heads, kv_heads, head, max_pos = 32, 8, 128, 8192
     q = torch.randn(tokens, heads * head).to(dtype)
     k = torch.randn(tokens, kv_heads * head).to(dtype)
-    cache = torch.randn(max_pos, head).to(dtype)
+    # a real cos/sin cache: repeated in-place rotations keep q and k at their norm (random
+    # entries would grow or shrink them into infinities or denormals over the rounds)
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head, 2).float() / head))
+    angles = torch.outer(torch.arange(max_pos).float(), inv_freq)
+    cache = torch.cat((angles.cos(), angles.sin()), dim=-1).to(dtype)
     pos = torch.randint(0, max_pos, (tokens,))
     fns = {
         "ours": lambda: C.rotary_embedding(pos, q, k, head, cache, True),

@@ -1,5 +1,5 @@
 // CPU kernels of the _C_ascend_compat ops: vectorized with ATen's Vectorized and
-// parallel over tokens (and heads) with at::parallel_for. fp32, bf16 and fp16.
+// parallel over tokens (and heads) with OpenMP. fp32, bf16 and fp16.
 // The schemas are declared once, in vllm_ascend_compat/ops.py.
 
 #include <ATen/ATen.h>
@@ -15,6 +15,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #if defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
@@ -177,12 +181,32 @@ Rows rows_of(const at::Tensor& t) {
   return {count, width, t.stride(-2)};
 }
 
-// Rows per parallel grain: a second thread is only woken for 64K elements or more.
+// Rows per parallel grain: a second thread is only woken for 8K elements or more.
 // Decode-sized ops take microseconds on one thread; spreading them costs a wake-up and
 // a barrier that waits for the slowest thread, which on a busy machine can be a whole
 // scheduler time slice.
 inline int64_t grain_rows(int64_t width) {
-  return std::max<int64_t>(1, (int64_t(64) << 10) / std::max<int64_t>(width, 1));
+  return std::max<int64_t>(1, (int64_t(8) << 10) / std::max<int64_t>(width, 1));
+}
+
+// f(begin, end) over [0, count) split evenly across at most count / grain threads: one
+// OpenMP region, without at::parallel_for's per-call guards, which show at decode sizes
+// (a few microseconds per op).
+template <typename F>
+inline void parallel_rows(int64_t count, int64_t grain, const F& f) {
+#if defined(_OPENMP)
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), count / std::max<int64_t>(grain, 1));
+  if (threads > 1 && !omp_in_parallel()) {
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t n = omp_get_num_threads(), per = (count + n - 1) / n;
+      const int64_t begin = omp_get_thread_num() * per, end = std::min(count, begin + per);
+      if (begin < end) f(begin, end);
+    }
+    return;
+  }
+#endif
+  if (count > 0) f(0, count);
 }
 
 // Sum of squares of a row, with four accumulators so the adds do not wait on each other.
@@ -221,7 +245,7 @@ inline void normalize_row(T* y, const T* x, const T* w, float rstd, int64_t n) {
 template <typename T>
 void rms_norm_rows(T* out, int64_t out_stride, const T* in, const Rows& r, const T* w, float eps) {
   with_streaming(r.count * r.width * int64_t(sizeof(T)), [&]<bool kStream>() {
-    at::parallel_for(0, r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
+    parallel_rows(r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const T* x = in + i * r.stride;
         const float rstd = 1.f / std::sqrt(sum_squares(x, r.width) / r.width + eps);
@@ -270,7 +294,7 @@ inline float add_residual_row(const T* x, T* s, int64_t n) {
 template <typename T>
 void fused_add_rms_norm_rows(T* in, const Rows& r, T* res, int64_t res_stride, const T* w,
                              float eps) {
-  at::parallel_for(0, r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
+  parallel_rows(r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       T* x = in + i * r.stride;
       T* s = res + i * res_stride;
@@ -294,12 +318,24 @@ void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual, const at::Tenso
   });
 }
 
+// 1 / x for x >= 1 without a division (the divider is the bottleneck of silu_and_mul):
+// the 14-bit estimate plus one Newton step, within ~1 ulp for finite x >= 1 (silu clamps
+// exp(-g) at exp(80), where silu(g) is below 1e-33 either way).
+inline fVec reciprocal(const fVec& x) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512 r = _mm512_rcp14_ps(x);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(2.f)));
+#else
+  return x.reciprocal();
+#endif
+}
+
 template <typename T>
 void silu_and_mul_rows(T* out, int64_t out_stride, const T* in, const Rows& r) {
   const int64_t half = r.width / 2;
-  const fVec one(1.f);
+  const fVec one(1.f), limit(80.f);
   with_streaming(r.count * half * int64_t(sizeof(T)), [&]<bool kStream>() {
-    at::parallel_for(0, r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
+    parallel_rows(r.count, grain_rows(r.width), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const T* gate = in + i * r.stride;
         const T* up = gate + half;
@@ -307,7 +343,8 @@ void silu_and_mul_rows(T* out, int64_t out_stride, const T* in, const Rows& r) {
         int64_t d = 0;
         for (; d + kW <= half; d += kW) {
           const fVec g = load_f(gate + d);
-          put<kStream>(y + d, g / (one + g.neg().exp_u20()) * load_f(up + d));
+          const fVec e = at::vec::minimum(g.neg(), limit).exp_u20();
+          put<kStream>(y + d, g * reciprocal(one + e) * load_f(up + d));
         }
         for (; d < half; ++d) {
           const float g = float(gate[d]);
@@ -379,7 +416,7 @@ void rotary(const index_t* positions, T* q, const Heads& qh, T* k, const Heads& 
             int64_t head_size, const T* cache, int64_t rot_dim, bool is_neox) {
   const int64_t half = rot_dim / 2;
   const int64_t grain = grain_rows((qh.heads + kh.heads) * rot_dim);
-  at::parallel_for(0, qh.tokens, grain, [&](int64_t begin, int64_t end) {
+  parallel_rows(qh.tokens, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> cs(rot_dim);
     for (int64_t t = begin; t < end; ++t) {
       const T* row = cache + int64_t(positions[t]) * rot_dim;
@@ -436,7 +473,7 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
   const int64_t v_head_stride = value.dim() == 3 ? value.stride(1) : head_size;
   AT_DISPATCH_INDEX_TYPES(slots.scalar_type(), "reshape_and_cache", [&] {
     const index_t* s = slots.data_ptr<index_t>();
-    at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
+    parallel_rows(tokens, 64, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t slot = s[t];
         if (slot < 0) continue;  // padding
@@ -699,7 +736,7 @@ void paged_attention_impl(T* out, const T* query, const T* kc, const T* vc, cons
                           const index_t* tables, int64_t table_stride, const index_t* lens,
                           int64_t seqs) {
   const int64_t threads = at::get_num_threads();
-  const int64_t want = (4 * threads + seqs - 1) / seqs;  // a few tasks per thread
+  const int64_t want = (2 * threads + seqs - 1) / seqs;  // two tasks per thread
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(sh.kv_heads, want));
   const int64_t per_chunk = (sh.kv_heads + chunks - 1) / chunks;
   const int64_t tasks = seqs * chunks;
