@@ -43,17 +43,31 @@ LLM_ARGS: dict[str, Any] = {
 }
 
 
-def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm_overrides: Any) -> dict[str, Any]:
-    """Generate FIRST, SECOND, LONG greedily through the plugin in CPU mode, in a fresh process."""
-    batches = [
-        {"prompts": FIRST, "ignore_eos": False},
-        {"prompts": SECOND, "ignore_eos": False},
-        {"prompts": LONG, "ignore_eos": True},
-    ]
+# The greedy batches every engine run generates (their tokens are compared across runs).
+GREEDY = [
+    {"prompts": FIRST, "sampling": {"ignore_eos": False}},
+    {"prompts": SECOND, "sampling": {"ignore_eos": False}},
+    {"prompts": LONG, "sampling": {"ignore_eos": True}},
+]
+# Sampling outputs checked against HF on the same engine run: the top-5 logprobs of each
+# generated token and of each prompt token, and beam search.
+TOP_LOGPROBS = 5
+LOGPROBS = {
+    "prompts": FIRST[:3],
+    "sampling": {"max_tokens": 8, "logprobs": TOP_LOGPROBS, "prompt_logprobs": TOP_LOGPROBS},
+}
+BEAM = {"beam_width": 3, "max_tokens": 8, "ignore_eos": True}
+BEAM_SEARCH = {"kind": "beam_search", "prompts": FIRST[:2], "beam": BEAM}
+
+
+def run_spec(
+    model: Path, tmp: Path, batches: list[dict[str, Any]], timeout: float = 600, **llm: Any
+) -> dict[str, Any]:
+    """Run ``batches`` (see run_llm.py) through the plugin in CPU mode, in a fresh process."""
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({
         "model": str(model), "batches": batches, "max_tokens": MAX_TOKENS,
-        "llm": {**LLM_ARGS, **llm_overrides},
+        "llm": {**LLM_ARGS, **llm},
     }))  # fmt: skip
     proc = subprocess.run(
         [sys.executable, str(TESTS_DIR / "run_llm.py"), str(spec)],
@@ -63,3 +77,13 @@ def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm_overrides: Any) 
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return {**json.loads(lines[-1][len("RESULT ") :]), "log": proc.stdout + proc.stderr}
+
+
+def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm: Any) -> dict[str, Any]:
+    """The greedy batches (FIRST, SECOND, LONG), then the logprobs and beam-search batches."""
+    return run_spec(model, tmp, [*GREEDY, LOGPROBS, BEAM_SEARCH], timeout, **llm)
+
+
+def greedy_tokens(run: dict[str, Any]) -> list[list[int]]:
+    """The tokens of the greedy batches of ``run``, prompt by prompt (FIRST + SECOND + LONG)."""
+    return [out["tokens"] for batch in run["batches"][: len(GREEDY)] for out in batch]

@@ -6,20 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e import FIRST, LONG, MAX_MODEL_LEN, SECOND, run_llm
+from e2e import FIRST, LONG, MAX_MODEL_LEN, SECOND, greedy_tokens, run_llm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
-
-
-def _tokens(run: dict[str, Any]) -> list[list[int]]:
-    return [out["tokens"] for batch in run["batches"] for out in batch]
 
 
 @pytest.mark.feature("offline")
 @pytest.mark.feature("chunked-prefill")
 def test_greedy_tokens_equal_hf(tp1: dict[str, Any], oracle: dict[str, list[int]]) -> None:
     prompts = FIRST + SECOND + LONG
-    got = _tokens(tp1)
+    got = greedy_tokens(tp1)
     matched = sum(g == oracle[p] for g, p in zip(got, prompts, strict=True))
     total = sum(len(oracle[p]) for p in prompts)
     same = sum(
@@ -64,4 +60,4 @@ def test_tensor_parallel_2_equals_tp1(
     tp1: dict[str, Any], tiny_model: Path, tmp_path: Path
 ) -> None:
     tp2 = run_llm(tiny_model, tmp_path, tensor_parallel_size=2, distributed_executor_backend="mp")
-    assert _tokens(tp2) == _tokens(tp1)
+    assert greedy_tokens(tp2) == greedy_tokens(tp1)

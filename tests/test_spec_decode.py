@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TESTS_DIR, check_python, clean_env
-from e2e import FIRST, LLM_ARGS, LONG, MAX_TOKENS, SECOND
+from e2e import FIRST, LLM_ARGS, LONG, MAX_TOKENS, SECOND, greedy_tokens
 from vllm_ascend_compat.patches.spec_decode import kernels
 
 SPECULATIVE_CONFIG = {
@@ -351,7 +351,7 @@ def test_ngram_spec_decode_equals_plain_greedy(
 ) -> None:
     prompts = FIRST + SECOND + LONG
     got = [tokens for batch in spec_run["batches"] for tokens in batch]
-    plain = [out["tokens"] for batch in tp1["batches"] for out in batch]
+    plain = greedy_tokens(tp1)
     metrics = spec_run["metrics"]
     drafted = metrics.get("vllm:spec_decode_num_draft_tokens", 0)
     accepted = metrics.get("vllm:spec_decode_num_accepted_tokens", 0)

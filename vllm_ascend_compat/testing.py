@@ -132,3 +132,47 @@ def hf_greedy_ids(
             )
         outputs.append(generated[0, ids.shape[1] :].tolist())
     return outputs
+
+
+def hf_log_softmax(model_path: str | Path, sequences: list[list[int]]) -> list[Any]:
+    """The oracle for logprobs: log_softmax of HF's float32 logits at every position of each
+    token sequence ([len, vocab] tensors; row i is the distribution of token i + 1)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).float().eval()
+    with torch.no_grad():
+        return [
+            torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+            for ids in sequences
+        ]
+
+
+def hf_beam_search(
+    model_path: str | Path, prompts: list[list[int]], beam_width: int, max_tokens: int
+) -> list[list[list[int]]]:
+    """The oracle for beam search: HF's beams, best first, prompt included, EOS not stopping
+    a beam (as vLLM's ``ignore_eos``), no length penalty."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).float().eval()
+    model.generation_config.eos_token_id = None  # a None argument would mean "the default"
+    beams = []
+    for prompt in prompts:
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            generated = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                num_beams=beam_width,
+                num_return_sequences=beam_width,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                length_penalty=1.0,
+                early_stopping=False,
+                eos_token_id=None,
+                pad_token_id=model.config.eos_token_id,
+            )
+        beams.append(generated.tolist())
+    return beams
