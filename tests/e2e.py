@@ -54,9 +54,14 @@ GREEDY = [
 TOP_LOGPROBS = 5
 LOGPROBS = {
     "prompts": FIRST[:3],
-    "sampling": {"max_tokens": 8, "logprobs": TOP_LOGPROBS, "prompt_logprobs": TOP_LOGPROBS},
+    "sampling": {
+        "max_tokens": 8, "ignore_eos": True,
+        "logprobs": TOP_LOGPROBS, "prompt_logprobs": TOP_LOGPROBS,
+    },  # fmt: skip
 }
-BEAM = {"beam_width": 3, "max_tokens": 8, "ignore_eos": True}
+# length_penalty 0 ranks beams by their summed logprob, as HF does while no beam has
+# finished; vLLM's default divides by the length, which differs for a beam ending in EOS.
+BEAM = {"beam_width": 3, "max_tokens": 8, "ignore_eos": True, "length_penalty": 0.0}
 BEAM_SEARCH = {"kind": "beam_search", "prompts": FIRST[:2], "beam": BEAM}
 
 
