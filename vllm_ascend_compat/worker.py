@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 
 import torch
+from vllm.distributed.parallel_state import get_pp_group
 from vllm.platforms import current_platform
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
@@ -75,16 +76,20 @@ class NPUWorker(Worker):
         return device.current().kv_cache_budget(requested, self.cache_config.gpu_memory_utilization)
 
     def compile_or_warm_up_model(self) -> Any:
-        """Warm up eagerly; returns the compilation time vLLM 0.18+ collects (none here)."""
+        """Warm up eagerly; returns the compilation time vLLM 0.18+ collects (none here).
+
+        As vLLM's worker, only the last pipeline stage has hidden states to sample from.
+        """
         runner = self.model_runner
-        max_num_reqs = min(
-            self.scheduler_config.max_num_seqs, self.scheduler_config.max_num_batched_tokens
-        )
-        hidden_states, last_hidden_states = runner._dummy_run(num_tokens=max_num_reqs)
-        if runner.is_pooling_model:
-            runner._dummy_pooler_run(hidden_states)
-        else:
-            runner._dummy_sampler_run(hidden_states=last_hidden_states)
+        if get_pp_group().is_last_rank:
+            max_num_reqs = min(
+                self.scheduler_config.max_num_seqs, self.scheduler_config.max_num_batched_tokens
+            )
+            hidden_states, last_hidden_states = runner._dummy_run(num_tokens=max_num_reqs)
+            if runner.is_pooling_model:
+                runner._dummy_pooler_run(hidden_states)
+            else:
+                runner._dummy_sampler_run(hidden_states=last_hidden_states)
         set_random_seed(self.model_config.seed)
         return NO_COMPILATION
 
