@@ -55,9 +55,11 @@ TOP_LOGPROBS = 5
 LOGPROBS = {
     "prompts": FIRST[:3],
     "sampling": {
-        "max_tokens": 8, "ignore_eos": True,
-        "logprobs": TOP_LOGPROBS, "prompt_logprobs": TOP_LOGPROBS,
-    },  # fmt: skip
+        "max_tokens": 8,
+        "ignore_eos": True,
+        "logprobs": TOP_LOGPROBS,
+        "prompt_logprobs": TOP_LOGPROBS,
+    },
 }
 # length_penalty 0 ranks beams by their summed logprob, as HF does while no beam has
 # finished; vLLM's default divides by the length, which differs for a beam ending in EOS.

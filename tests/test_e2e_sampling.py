@@ -30,7 +30,7 @@ def _check_position(hf_row: Any, got: list[list[float]], where: str) -> int:
     assert ranked == top, f"{where}: top-{TOP_LOGPROBS} {sorted(ranked)} vs HF {sorted(top)}"
     for token, logprob, rank in got:
         expected = float(hf_row[int(token)])
-        assert abs(logprob - expected) <= TOLERANCE, f"{where}: token {token} {logprob} vs HF {expected}"
+        assert abs(logprob - expected) <= TOLERANCE, f"{where}: {token} {logprob} vs HF {expected}"
         hf_rank = 1 + int((hf_row > hf_row[int(token)]).sum())
         assert rank == hf_rank, f"{where}: token {token} rank {rank} vs HF {hf_rank}"
     return len(got)
