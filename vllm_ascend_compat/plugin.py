@@ -49,9 +49,10 @@ def platform_plugin() -> str | None:
 
 
 def general_plugin() -> None:
-    """``vllm.general_plugins``: the patches every vLLM process needs."""
+    """``vllm.general_plugins``: the patches and model architectures every vLLM process needs."""
     if _active():
-        from vllm_ascend_compat import device
+        from vllm_ascend_compat import device, models
 
         device.current().init_process()
         apply_phase(patching.Phase.EVERY_PROCESS)
+        models.register()
