@@ -70,7 +70,11 @@ def beam_search(llm: Any, batch: dict[str, Any]) -> tuple[list[dict], int]:
 
 def embed(llm: Any, batch: dict[str, Any]) -> tuple[list[dict], int]:
     outputs = llm.embed(batch["prompts"], use_tqdm=False)
-    return [{"embedding": list(o.outputs.embedding)} for o in outputs], 0
+    rows = [
+        {"embedding": list(o.outputs.embedding), "prompt_token_ids": list(o.prompt_token_ids)}
+        for o in outputs
+    ]
+    return rows, 0
 
 
 if __name__ == "__main__":
