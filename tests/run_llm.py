@@ -6,6 +6,7 @@ SPEC has ``model``, ``llm`` (LLM kwargs), ``max_tokens`` and ``batches``, run on
 another. A batch has ``prompts`` and a ``kind``:
 - ``generate`` (the default): ``sampling`` holds SamplingParams kwargs over greedy
   decoding of ``max_tokens``; ``lora`` ({"name", "id", "path"}) serves it with an adapter;
+  ``structured`` ({"json": schema} | {"regex": ...} | {"choice": [...]}) constrains it;
 - ``beam_search``: ``beam`` holds BeamSearchParams kwargs;
 - ``embed``: ``LLM.embed`` (a pooling runner).
 """
@@ -32,7 +33,17 @@ def _logprobs(rows: Any) -> list[list[list[float]]] | None:
 def generate(llm: Any, batch: dict[str, Any], max_tokens: int) -> tuple[list[dict], int]:
     from vllm import SamplingParams
 
-    params = SamplingParams(**{"temperature": 0.0, "max_tokens": max_tokens, **batch["sampling"]})
+    sampling = {"temperature": 0.0, "max_tokens": max_tokens, **batch["sampling"]}
+    if "structured" in batch:
+        try:  # renamed in vLLM 0.11
+            from vllm.sampling_params import StructuredOutputsParams
+
+            sampling["structured_outputs"] = StructuredOutputsParams(**batch["structured"])
+        except ImportError:
+            from vllm.sampling_params import GuidedDecodingParams
+
+            sampling["guided_decoding"] = GuidedDecodingParams(**batch["structured"])
+    params = SamplingParams(**sampling)
     kwargs: dict[str, Any] = {}
     if "lora" in batch:
         from vllm.lora.request import LoRARequest
