@@ -209,6 +209,8 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         num_kv_heads = params.pop("num_kv_heads")
         attn_type = params.pop("attn_type")
         kv_cache_dtype = params.pop("kv_cache_dtype")
+        self.logits_soft_cap = params.pop("logits_soft_cap", None) or None  # 0 means none
+        self.sliding_window = params.pop("sliding_window", None)
         named = [k for k, v in params.items() if v is not None]  # every feature left is unsupported
         if named or attn_type != AttentionType.DECODER or kv_cache_dtype != "auto":
             raise NotImplementedError(
@@ -220,6 +222,14 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         self.scale = float(scale)
         self.num_kv_heads = num_kv_heads or num_heads
         on_npu = device.current().type == "npu"
+        # The fused decode kernels have neither a window nor a soft cap: such layers attend
+        # in torch for every request (CPU mode only, so far).
+        self._fused_decode = not (self.logits_soft_cap or self.sliding_window)
+        if on_npu and not self._fused_decode:
+            raise NotImplementedError(
+                "vllm-ascend-compat attention on an NPU supports neither sliding windows nor "
+                "logit soft-capping yet"
+            )
         self._prefill = self._prefill_npu if on_npu else self._prefill_torch
 
     def forward(
@@ -246,7 +256,10 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         torch.ops._C_ascend_compat.reshape_and_cache(
             key, value, key_cache, value_cache, attn_metadata.slot_mapping
         )
-        if attn_metadata.decode_tokens.numel():
+        per_request = attn_metadata.prefill_requests  # attended one by one in _prefill
+        if not self._fused_decode:
+            per_request = list(range(len(attn_metadata.seq_lens_list)))
+        elif attn_metadata.decode_tokens.numel():
             rows = attn_metadata.decode_tokens
             requests = attn_metadata.decode_requests
             decoded = torch.empty_like(query[rows])
@@ -261,8 +274,8 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
                 attn_metadata.seq_lens[requests],
             )
             out[rows] = decoded
-        if attn_metadata.prefill_requests:
-            self._prefill(query, key_cache, value_cache, attn_metadata, out)
+        if per_request:
+            self._prefill(query, key_cache, value_cache, attn_metadata, out, per_request)
         return output
 
     def _prefill_torch(
@@ -272,9 +285,10 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         value_cache: torch.Tensor,
         meta: AscendAttentionMetadata,
         out: torch.Tensor,
+        requests: list[int],
     ) -> None:
-        """Causal attention of each prefill chunk over its cached prefix and itself."""
-        for r in meta.prefill_requests:
+        """Causal attention of each request's new tokens over its cached prefix and themselves."""
+        for r in requests:
             start, end = meta.query_start_loc[r], meta.query_start_loc[r + 1]
             seq_len = meta.seq_lens_list[r]
             k = ops.gather_kv(key_cache, meta.block_table[r], seq_len).transpose(0, 1)
@@ -282,12 +296,29 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
             q = query[start:end].transpose(0, 1)
             context = seq_len - (end - start)
             rows = torch.arange(end - start).unsqueeze(1) + context
-            mask = torch.arange(seq_len).unsqueeze(0) <= rows
-            attended = torch.nn.functional.scaled_dot_product_attention(
-                q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask.to(q.device),
-                scale=self.scale, enable_gqa=True,
-            )  # fmt: skip
+            keys = torch.arange(seq_len).unsqueeze(0)
+            mask = keys <= rows
+            if self.sliding_window:  # the token itself and the window - 1 before it
+                mask &= keys > rows - self.sliding_window
+            k, v, mask = k.to(q.dtype), v.to(q.dtype), mask.to(q.device)
+            if self.logits_soft_cap:
+                attended = self._soft_capped(q, k, v, mask)
+            else:
+                attended = torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True
+                )
             out[start:end] = attended.transpose(0, 1)
+
+    def _soft_capped(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention with Gemma-2's ``cap * tanh(scores / cap)``, which SDPA cannot apply."""
+        group = q.shape[0] // k.shape[0]
+        k, v = k.repeat_interleave(group, dim=0), v.repeat_interleave(group, dim=0)
+        scores = torch.matmul(q, k.transpose(1, 2)) * self.scale
+        cap = self.logits_soft_cap
+        scores = (torch.tanh(scores / cap) * cap).masked_fill(~mask, float("-inf"))
+        return torch.matmul(scores.softmax(dim=-1), v)
 
     def _prefill_npu(
         self,
@@ -296,12 +327,13 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         value_cache: torch.Tensor,
         meta: AscendAttentionMetadata,
         out: torch.Tensor,
+        requests: list[int],
     ) -> None:
         """torch_npu's fused infer attention over the paged cache, one request at a time."""
         import torch_npu
 
         block_size = key_cache.shape[1]
-        for r in meta.prefill_requests:
+        for r in requests:
             start, end = meta.query_start_loc[r], meta.query_start_loc[r + 1]
             attended, _ = torch_npu.npu_fused_infer_attention_score(
                 query[start:end],

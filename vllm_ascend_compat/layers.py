@@ -28,6 +28,7 @@ class AscendRMSNorm(RMSNorm):
         if residual is not None:
             OPS.fused_add_rms_norm(x, residual, self.weight.data, self.variance_epsilon)
             return x, residual
+        x = x.contiguous()  # Qwen3's per-head q/k norm passes a strided view of the qkv rows
         out = torch.empty_like(x)
         OPS.rms_norm(out, x, self.weight.data, self.variance_epsilon)
         return out

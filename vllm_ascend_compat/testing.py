@@ -115,7 +115,9 @@ def hf_greedy_ids(
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path).float().eval()  # any transformers
+    # eager: HF's reference attention, the one that applies Gemma-2's logit soft-capping
+    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="eager")
+    model = model.float().eval()  # any transformers
     eos = None if ignore_eos else model.config.eos_token_id
     outputs = []
     for prompt in prompts:
@@ -140,7 +142,8 @@ def hf_log_softmax(model_path: str | Path, sequences: list[list[int]]) -> list[A
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path).float().eval()
+    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="eager")
+    model = model.float().eval()  # eager: as hf_greedy_ids
     with torch.no_grad():
         return [
             torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
@@ -176,3 +179,80 @@ def hf_beam_search(
             )
         beams.append(generated.tolist())
     return beams
+
+
+# Architecture -> the config fields that give it its distinguishing feature at tiny size.
+# Windows are shorter than the test prompts, soft caps low enough to bind.
+TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "qwen2": {},  # q/k/v projections with bias
+    "qwen3": {"head_dim": 64},  # q/k RMSNorm per head; its default head_dim is 128
+    "mistral": {"sliding_window": 8},
+    "gemma2": {
+        "head_dim": 64,
+        "hidden_act": "gelu_pytorch_tanh",  # vLLM reads this name, HF hidden_activation
+        "query_pre_attn_scalar": 64,
+        "sliding_window": 8,  # on every other layer
+        "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 5.0,
+        "tie_word_embeddings": True,  # vLLM's Gemma-2 always ties the LM head
+    },
+}
+
+
+def build_tiny_model(
+    path: str | Path,
+    arch: str,
+    *,
+    seed: int = 0,
+    vocab_size: int = 512,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    num_kv_heads: int = 1,
+    max_positions: int = 256,
+    init_scale: float = 0.15,
+) -> Path:
+    """:func:`build_tiny_llama`'s recipe for any model type of :data:`TINY_ARCHITECTURES`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    marker = path / "tiny-model.json"
+    extra = TINY_ARCHITECTURES[arch]
+    recipe = {
+        "arch": arch, "extra": extra, "seed": seed, "vocab_size": vocab_size,
+        "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+        "num_kv_heads": num_kv_heads, "max_positions": max_positions, "init_scale": init_scale,
+    }  # fmt: skip
+    if marker.exists() and json.loads(marker.read_text()) == recipe:
+        return path
+    tokenizer = _tokenizer(vocab_size)
+    config = AutoConfig.for_model(
+        arch,
+        **{
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": num_heads,
+            "num_key_value_heads": num_kv_heads,
+            "max_position_embeddings": max_positions,
+            "initializer_range": init_scale,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.eos_token_id,
+            "tie_word_embeddings": False,
+            "torch_dtype": "float32",
+            **extra,
+        },
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    if arch == "gemma2":  # its tied head reads the input embedding, scaled up by sqrt(hidden):
+        with torch.no_grad():  # damped, so greedy does not just echo the last token
+            model.get_input_embeddings().weight /= 4
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    marker.write_text(json.dumps(recipe))
+    return path
