@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.usefixtures("vllm_release"),
 ]
 
-PROMPTS = [*FIRST, *LONG]  # one token up to longer than a prefill chunk
+PROMPTS = [*FIRST, *LONG]  # one token up to several prefill chunks
 TOLERANCE = 1e-4  # max abs difference per component of unit vectors, float32
 
 
@@ -32,22 +32,30 @@ def _pooling_args(line: str, pooling: str) -> dict[str, Any]:
     return {"runner": "pooling", "convert": "embed", "pooler_config": {"pooling_type": pooling}}
 
 
-@pytest.fixture(scope="module", params=["LAST", "MEAN"])
+# LAST pooling keeps the e2e defaults (prompts prefilled in chunks, prefix caching): vLLM
+# pools the last chunk. MEAN pooling needs whole prompts in one step, so vLLM decides.
+WHOLE_PROMPTS = {
+    "enable_chunked_prefill": None,
+    "enable_prefix_caching": None,
+    "max_num_batched_tokens": MAX_MODEL_LEN,
+}
+ENGINE = {"LAST": {}, "MEAN": WHOLE_PROMPTS}
+
+
+@pytest.fixture(scope="module", params=list(ENGINE))
 def embedded(
     request: pytest.FixtureRequest,
     tiny_model: Path,
     tmp_path_factory: pytest.TempPathFactory,
     vllm_release: str,
 ) -> tuple[str, dict[str, Any]]:
-    """One engine per pooling type; chunked prefill and prefix caching left to vLLM."""
+    """One engine per pooling type (an engine setting)."""
     pooling = request.param
     run = run_spec(
         tiny_model,
         tmp_path_factory.mktemp(f"pool-{pooling.lower()}"),
         [{"kind": "embed", "prompts": PROMPTS}],
-        enable_chunked_prefill=None,
-        enable_prefix_caching=None,
-        max_num_batched_tokens=MAX_MODEL_LEN,
+        **ENGINE[pooling],
         **_pooling_args(vllm_release, pooling),
     )
     return pooling, run
