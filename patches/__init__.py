@@ -8,6 +8,7 @@ patch applies to the detected release. Installed as ``vllm_ascend_compat.patches
 
 from vllm_ascend_compat.patches import (
     bad_words,
+    lora,
     ngram,
     request_validation,
     sampling_params,
@@ -23,6 +24,7 @@ ALL: tuple[Patch, ...] = (
     *sampling_params.PATCHES,
     *bad_words.PATCHES,
     *request_validation.PATCHES,
+    *lora.PATCHES,
     *ngram.PATCHES,
     *stop_checks.PATCHES,
     *stop_strings.PATCHES,

@@ -77,6 +77,35 @@ def test_non_finite_sampling_reproducer(vllm_release: str) -> None:
     assert "REJECTED 6" in patched
 
 
+REPRO_LORA_PIN_MEMORY = """
+import torch
+from vllm_ascend_compat import plugin
+if {patched}:
+    plugin.general_plugin()
+from vllm.lora.punica_wrapper import utils
+if not hasattr(utils, "async_tensor_h2d"):
+    print("OUTCOME no-h2d")  # before 0.22 the mapping is built on the device directly
+else:
+    try:
+        utils.async_tensor_h2d([1, 2, 3], dtype=torch.long, device="cpu")
+    except RuntimeError as err:
+        print("OUTCOME failed:", str(err).splitlines()[0])
+    else:
+        print("OUTCOME copied")
+"""
+
+
+def test_lora_mapping_pin_memory_reproducer(vllm_release: str) -> None:
+    """CPU-only torch has no pinned allocator: 0.22-0.23 pin the LoRA mapping anyway."""
+    patched = check_python(REPRO_LORA_PIN_MEMORY.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1")
+    assert "OUTCOME copied" in patched or "OUTCOME no-h2d" in patched, patched
+    if _applies("lora-mapping-pin-memory-from-platform", vllm_release):
+        unpatched = check_python(
+            REPRO_LORA_PIN_MEMORY.format(patched=False), VLLM_ASCEND_COMPAT_CPU="1"
+        )
+        assert "OUTCOME failed" in unpatched, unpatched  # pin_memory=True on a CPU-only torch
+
+
 MAKE_REQUEST = """
 import inspect
 from vllm.v1.request import Request
