@@ -17,19 +17,17 @@ from vllm_ascend_compat.testing import build_tiny_model, hf_greedy, hf_log_softm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 
-FEATURES = {
-    "qwen2": "arch-qwen2",
-    "qwen3": "arch-qwen3",
-    "mistral": "arch-mistral",
-    "gemma2": "arch-gemma2",
-}
+ARCHITECTURES = [
+    pytest.param("qwen2", marks=pytest.mark.feature("arch-qwen2")),
+    pytest.param("qwen3", marks=pytest.mark.feature("arch-qwen3")),
+    pytest.param("mistral", marks=pytest.mark.feature("arch-mistral")),
+    pytest.param("gemma2", marks=pytest.mark.feature("arch-gemma2")),
+]
 PROMPTS = [FIRST[0], FIRST[1], FIRST[4], PREFIX + "Greedy decoding"]
 MAX_TOKENS = 24
 
 
-@pytest.mark.parametrize(
-    "arch", [pytest.param(arch, marks=pytest.mark.feature(f)) for arch, f in FEATURES.items()]
-)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_greedy_tokens_and_logprobs_equal_hf(arch: str, tmp_path: Path) -> None:
     """Greedy tokens equal HF's; each token's logprob equals HF's log_softmax (within 1e-4),
     which also checks what greedy cannot see: Gemma-2's final soft cap (a monotonic map)."""

@@ -155,7 +155,7 @@ def hf_beam_search(
     model_path: str | Path, prompts: list[list[int]], beam_width: int, max_tokens: int
 ) -> list[list[list[int]]]:
     """The oracle for beam search: HF's beams, best first, prompt included, EOS not stopping
-    a beam (as vLLM's ``ignore_eos``), no length penalty."""
+    a beam (as vLLM's ``ignore_eos``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
