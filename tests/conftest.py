@@ -14,6 +14,9 @@ import pytest
 TESTS_DIR = Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent
 FEATURES = {f["id"]: f for f in tomllib.loads((TESTS_DIR / "features.toml").read_text())["feature"]}
+DEFAULT_LINE = tomllib.loads((REPO_ROOT / "vllm_ascend_compat" / "release_lines.toml").read_text())[
+    "default"
+]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -57,9 +60,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip a feature's tests, with the declared vLLM reason, on lines that cannot run it."""
     line = os.environ.get("VLLM_ASCEND_COMPAT_TEST_LINE")
     for marker in item.iter_markers("feature"):
-        reason = FEATURES[marker.args[0]].get("unsupported", {}).get(line)
+        feature = FEATURES[marker.args[0]]
+        reason = feature.get("unsupported", {}).get(line)
         if reason:
             pytest.skip(f"{marker.args[0]} is not supported on vLLM {line}: {reason}")
+        if feature.get("default_only") and line and line != DEFAULT_LINE:
+            pytest.skip(f"{marker.args[0]} runs on the default line ({DEFAULT_LINE}) only in CI")
 
 
 # --- end-to-end fixtures: one tiny model, one reference run, one HF oracle per session ---
