@@ -25,8 +25,7 @@ def _logprobs(rows: Any) -> list[list[list[float]]] | None:
     if rows is None:
         return None
     return [
-        [[token, lp.logprob, lp.rank] for token, lp in row.items()] if row else []
-        for row in rows
+        [[token, lp.logprob, lp.rank] for token, lp in row.items()] if row else [] for row in rows
     ]
 
 
