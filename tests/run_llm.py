@@ -7,6 +7,7 @@ another. A batch has ``prompts`` and a ``kind``:
 - ``generate`` (the default): ``sampling`` holds SamplingParams kwargs over greedy
   decoding of ``max_tokens``; ``lora`` ({"name", "id", "path"}) serves it with an adapter;
   ``structured`` ({"json": schema} | {"regex": ...} | {"choice": [...]}) constrains it;
+  ``images`` (an image file per prompt) gives each prompt its image as multimodal data;
 - ``beam_search``: ``beam`` holds BeamSearchParams kwargs;
 - ``embed``: ``LLM.embed`` (a pooling runner).
 """
@@ -49,7 +50,15 @@ def generate(llm: Any, batch: dict[str, Any], max_tokens: int) -> tuple[list[dic
 
         lora = batch["lora"]
         kwargs["lora_request"] = LoRARequest(lora["name"], lora["id"], lora["path"])
-    outputs = llm.generate(batch["prompts"], params, use_tqdm=False, **kwargs)
+    prompts: list[Any] = batch["prompts"]
+    if "images" in batch:
+        from PIL import Image
+
+        prompts = [
+            {"prompt": p, "multi_modal_data": {"image": Image.open(f).convert("RGB")}}
+            for p, f in zip(prompts, batch["images"], strict=True)
+        ]
+    outputs = llm.generate(prompts, params, use_tqdm=False, **kwargs)
     rows = [
         {
             "tokens": list(o.outputs[0].token_ids),

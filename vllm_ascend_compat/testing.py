@@ -256,3 +256,99 @@ def build_tiny_model(
     tokenizer.save_pretrained(path)
     marker.write_text(json.dumps(recipe))
     return path
+
+
+def build_tiny_llava(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    vocab_size: int = 512,
+    hidden_size: int = 128,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden_size: int = 64,
+    init_scale: float = 0.15,
+) -> Path:
+    """Write a random LLaVA (CLIP vision tower, MLP projector, :func:`build_tiny_llama`'s text
+    model) with its processor, so vLLM's multimodal processing runs offline.
+
+    The image processor config is written as JSON, not through a class: transformers 5
+    names the torchvision-free CLIP processor differently, and each release loads the
+    JSON with the backend it has."""
+    import torch
+    from transformers import (
+        AutoImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    path = Path(path)
+    marker = path / "tiny-model.json"
+    recipe = {
+        "arch": "llava", "seed": seed, "vocab_size": vocab_size, "hidden_size": hidden_size,
+        "image_size": image_size, "patch_size": patch_size,
+        "vision_hidden_size": vision_hidden_size, "init_scale": init_scale,
+    }  # fmt: skip
+    if marker.exists() and json.loads(marker.read_text()) == recipe:
+        return path
+    tokenizer = _tokenizer(vocab_size)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    text = LlamaConfig(
+        architectures=["LlamaForCausalLM"],  # vLLM builds the text model from this name
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        initializer_range=init_scale,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_hidden_layers=2,  # the projector reads the layer before the last (default -2)
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=vision_hidden_size,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",  # the patch tokens, without CLS
+        vision_feature_layer=-2,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    (path / "preprocessor_config.json").write_text(
+        json.dumps({
+            "image_processor_type": "CLIPImageProcessor", "processor_class": "LlavaProcessor",
+            "size": {"shortest_edge": image_size},
+            "crop_size": {"height": image_size, "width": image_size},
+            "do_resize": True, "do_center_crop": True, "do_rescale": True,
+            "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3,
+        })
+    )  # fmt: skip
+    processor = LlavaProcessor(
+        image_processor=AutoImageProcessor.from_pretrained(path),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLS, dropped by the "default" strategy
+    )
+    processor.save_pretrained(path)
+    marker.write_text(json.dumps(recipe))
+    return path
