@@ -198,7 +198,10 @@ def _load_compiled() -> None:
         staging.mkdir(parents=True, exist_ok=True)
         for source in SOURCES.glob("*.cpp"):
             shutil.copy(source, staging / source.name)
-        staging.rename(sources)
+        try:
+            staging.rename(sources)
+        except OSError:  # another process (a TP worker, a test worker) staged them first
+            shutil.rmtree(staging)
     cpp_extension.load(
         name="_C_ascend_compat_kernels",
         sources=[str(p) for p in sorted(sources.glob("*.cpp"))],
