@@ -2,7 +2,7 @@
 
 Each tiny model carries its architecture's own feature (see TINY_ARCHITECTURES):
 Qwen2's q/k/v bias, Qwen3's q/k norm, Mistral's sliding window, Gemma-2's attention and
-final logit soft-capping with a window on alternate layers.
+final logit soft-capping with a window on alternate layers, Mixtral's experts (4, top-2).
 One engine start per architecture; the prompts outgrow the windows and the prefill chunk.
 """
 
@@ -22,6 +22,7 @@ ARCHITECTURES = [
     pytest.param("qwen3", marks=pytest.mark.feature("arch-qwen3")),
     pytest.param("mistral", marks=pytest.mark.feature("arch-mistral")),
     pytest.param("gemma2", marks=pytest.mark.feature("arch-gemma2")),
+    pytest.param("mixtral", marks=pytest.mark.feature("arch-moe")),
 ]
 PROMPTS = [FIRST[0], FIRST[1], FIRST[4], PREFIX + "Greedy decoding"]
 MAX_TOKENS = 24

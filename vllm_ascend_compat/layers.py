@@ -18,6 +18,8 @@ from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
 
+from vllm_ascend_compat.moe import AscendUnquantizedFusedMoEMethod
+
 OPS = torch.ops._C_ascend_compat
 
 
@@ -58,6 +60,7 @@ LAYERS = {
     "RMSNorm": AscendRMSNorm,
     "SiluAndMul": AscendSiluAndMul,
     "RotaryEmbedding": AscendRotaryEmbedding,
+    "UnquantizedFusedMoEMethod": AscendUnquantizedFusedMoEMethod,  # torch ops, see moe.py
 }
 
 

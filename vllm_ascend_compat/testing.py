@@ -188,6 +188,7 @@ TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "qwen2": {},  # q/k/v projections with bias
     "qwen3": {"head_dim": 64},  # q/k RMSNorm per head; its default head_dim is 128
     "mistral": {"sliding_window": 8},
+    "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": None},
     "gemma2": {
         "head_dim": 64,
         "hidden_act": "gelu_pytorch_tanh",  # vLLM reads this name, HF hidden_activation
