@@ -29,7 +29,7 @@ BUILD_TOOLS = [
     "jinja2",
     "wheel",
 ]
-TEST_TOOLS = ["pytest>=8", "hypothesis>=6"]
+TEST_TOOLS = ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6"]
 TORCH_NPU = "2.14.0"  # the torch_npu release whose op schemas the contract test reads
 
 nox.options.envdir = str(CACHE / "nox")
@@ -115,9 +115,12 @@ def run_tests(session: nox.Session, version: str) -> None:
     session.chdir(ROOT / "tests")  # import the installed plugin, not the checkout
     REPORTS.mkdir(exist_ok=True)
     report = REPORTS / f"vllm-{version}.xml"
+    # two workers: the engine tests on one (tests/conftest.py groups them), the rest on the other
+    xdist = ["-n", "2", "--dist", "loadgroup"]
     session.run(
-        "python", "-m", "pytest", f"--junitxml={report}", *(session.posargs or ["."]), env=env
-    )
+        "python", "-m", "pytest", *xdist, f"--junitxml={report}", *(session.posargs or ["."]),
+        env=env,
+    )  # fmt: skip
 
 
 @nox.session(python="3.11", tags=["ci"])

@@ -19,7 +19,7 @@ OUTPUT = Path(__file__).with_name("support-matrix.md")
 FEATURES = Path(__file__).parents[1] / "tests" / "features.toml"
 
 
-def _features(versions: list[str], default: str) -> list[str]:
+def _features(versions: list[str]) -> list[str]:
     """Lines x features: tested, or unsupported with the vLLM reason (tests/features.toml)."""
     features = tomllib.loads(FEATURES.read_text())["feature"]
     out = [
@@ -27,8 +27,7 @@ def _features(versions: list[str], default: str) -> list[str]:
         "",
         "`tested`: the feature's end-to-end tests run and pass on that line in CI. "
         "`no (n)`: that vLLM release cannot run it, reason n below; its tests skip there "
-        "with that reason. `not in CI`: CI runs the feature on the default line only "
-        "(its engine starts on every line do not fit the CI time budget yet).",
+        "with that reason.",
         "",
         "| feature | tests | " + " | ".join(versions) + " |",
         "| --- | --- | " + " | ".join("---" for _ in versions) + " |",
@@ -41,8 +40,6 @@ def _features(versions: list[str], default: str) -> list[str]:
             if reason:
                 reasons.append(f"{version}, {feature['id']}: {reason}")
                 cells.append(f"no ({len(reasons)})")
-            elif feature.get("default_only") and version != default:
-                cells.append("not in CI")
             else:
                 cells.append("tested")
         tests = "<br>".join(f"`{t}`" for t in feature["tests"])
@@ -72,7 +69,7 @@ def render() -> str:
             f"| {line.version}{' (default)' if line.version == default else ''} | {session} "
             f"| {line.torch} | `{pins}` | {', '.join(line.requires) or '-'} |"
         )
-    out += ["", *_features([line.version for line in lines], default)]
+    out += ["", *_features([line.version for line in lines])]
     out += [
         "",
         "## Patches by line",

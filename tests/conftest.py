@@ -14,9 +14,6 @@ import pytest
 TESTS_DIR = Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent
 FEATURES = {f["id"]: f for f in tomllib.loads((TESTS_DIR / "features.toml").read_text())["feature"]}
-DEFAULT_LINE = tomllib.loads((REPO_ROOT / "vllm_ascend_compat" / "release_lines.toml").read_text())[
-    "default"
-]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -64,8 +61,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = feature.get("unsupported", {}).get(line)
         if reason:
             pytest.skip(f"{marker.args[0]} is not supported on vLLM {line}: {reason}")
-        if feature.get("default_only") and line and line != DEFAULT_LINE:
-            pytest.skip(f"{marker.args[0]} runs on the default line ({DEFAULT_LINE}) only in CI")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (nox runs two workers), every test that starts a vLLM engine goes
+    to one worker, so engines run one at a time on the two cores; the fresh-interpreter
+    tests, bound by vLLM's single-threaded import, fill the other worker."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("engine"))
 
 
 # --- end-to-end fixtures: one tiny model, one reference run, one HF oracle per session ---

@@ -157,6 +157,7 @@ def test_patches_command_rejects_an_unknown_id() -> None:
     assert proc.returncode == 2 and "unknown patch id 'nope'" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_inactive_plugin_leaves_llm_startup_unchanged(tiny_model) -> None:
     """No NPU and no CPU mode: vLLM does exactly what it does without the plugin."""
     script = f"""
