@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -88,6 +89,17 @@ void paged_attention(at::Tensor& out, const at::Tensor& query, const at::Tensor&
             {"context_lens", seq_lens.to(at::kInt)}, {"out", out}});
 }
 
+// torch_npu takes the weight as [in, out] (a transposed view is accepted) and the scale in
+// the activation dtype. The bias is added here: torch_npu wants it in float32 for bf16 inputs.
+void int8_weight_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
+                        const at::Tensor& scale, const std::optional<at::Tensor>& bias) {
+  auto result = call_npu("npu::npu_weight_quant_batchmatmul",
+                         {{"x", input}, {"weight", weight.t()},
+                          {"antiquant_scale", scale.to(input.scalar_type())}});
+  out.copy_(result[0].toTensor());
+  if (bias) out.add_(*bias);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(_C_ascend_compat, PrivateUse1, m) {
@@ -97,4 +109,5 @@ TORCH_LIBRARY_IMPL(_C_ascend_compat, PrivateUse1, m) {
   m.impl("silu_and_mul", &silu_and_mul);
   m.impl("reshape_and_cache", &reshape_and_cache);
   m.impl("paged_attention", &paged_attention);
+  m.impl("int8_weight_linear", &int8_weight_linear);
 }

@@ -46,6 +46,10 @@ SCHEMAS = {
         "paged_attention(Tensor(a!) out, Tensor query, Tensor key_cache, Tensor value_cache, "
         "int num_kv_heads, float scale, Tensor block_tables, Tensor seq_lens) -> ()"
     ),
+    "int8_weight_linear": (
+        "int8_weight_linear(Tensor(a!) out, Tensor input, Tensor weight, Tensor scale, "
+        "Tensor? bias) -> ()"
+    ),
 }
 
 
@@ -138,6 +142,19 @@ def paged_attention(
         out[i] = torch.einsum("hgl,lhd->hgd", probs, v).reshape(out.shape[1:]).to(out.dtype)
 
 
+def int8_weight_linear(
+    out: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> None:
+    """W8A16 linear: ``input @ (weight * scale[:, None]).T + bias``; ``weight`` int8
+    ``[out, in]``, ``scale`` one float per output channel, dequantized to ``input``'s dtype."""
+    dequantized = (weight.float() * scale.float().unsqueeze(1)).to(input.dtype)
+    out.copy_(torch.nn.functional.linear(input, dequantized, bias))
+
+
 # --- Registration -----------------------------------------------------------------------
 
 REFERENCE: dict[str, Callable[..., None]] = {
@@ -147,6 +164,7 @@ REFERENCE: dict[str, Callable[..., None]] = {
     "silu_and_mul": silu_and_mul,
     "reshape_and_cache": reshape_and_cache,
     "paged_attention": paged_attention,
+    "int8_weight_linear": int8_weight_linear,
 }
 SOURCES = Path(__file__).with_name("csrc")
 

@@ -49,10 +49,12 @@ def platform_plugin() -> str | None:
 
 
 def general_plugin() -> None:
-    """``vllm.general_plugins``: the patches and model architectures every vLLM process needs."""
+    """``vllm.general_plugins``: the patches, model architectures and quantization method
+    every vLLM process needs."""
     if _active():
-        from vllm_ascend_compat import device, models
+        from vllm_ascend_compat import device, models, quantization
 
         device.current().init_process()
         apply_phase(patching.Phase.EVERY_PROCESS)
         models.register()
+        quantization.register()
