@@ -60,3 +60,18 @@ def test_int8_weight_linear_rejects_float_weights() -> None:
     x, weight, scale, _ = _case(2, 16, 8, torch.float32, True)
     with pytest.raises(RuntimeError, match="weight must be int8"):
         C.int8_weight_linear(torch.empty(2, 8), x, weight.float(), scale, None)
+
+
+def test_quantize_weight_rounds_each_row_to_its_own_scale() -> None:
+    from vllm_ascend_compat.quantize import quantize_weight
+
+    torch.manual_seed(0)
+    w = torch.randn(37, 65) * torch.rand(37, 1)
+    w[3] = 0  # an all-zero row keeps a finite scale
+    q, scale = quantize_weight(w)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32 and scale.shape == (37,)
+    assert q[3].eq(0).all() and torch.isfinite(scale).all()
+    nonzero = w.abs().amax(dim=1) > 0
+    assert q.abs().amax(dim=1)[nonzero].eq(127).all()  # the row's max maps to +-127
+    error = (q.float() * scale[:, None] - w).abs()
+    assert (error <= scale[:, None] / 2 + 1e-7).all()
