@@ -7,6 +7,7 @@ placement group asks one of per worker (on an Ascend machine Ray detects them it
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -87,10 +88,8 @@ def test_ray_tensor_parallel_2_equals_tp1(
     print(f"ray start {ray_cluster['start_seconds']:.1f}s, "
           f"engine start {tp2['engine_start_seconds']:.1f}s")  # fmt: skip
     (tmp_path / "engine.log").write_text(tp2["log"])
-    # the plugin's worker ran inside Ray's worker actors (Ray prefixes what they log)
-    in_actors = [
-        line for line in tp2["log"].splitlines()
-        if "RayWorkerWrapper pid=" in line and "vllm-ascend-compat worker on" in line
-    ]  # fmt: skip
-    assert in_actors, f"no plugin worker in a Ray actor; see {tmp_path / 'engine.log'}"
     assert greedy_tokens(tp2) == greedy_tokens(tp1)
+    # the plugin's worker ran inside Ray's worker actors: Ray prefixes what an actor logs
+    # with its class (RayWorkerWrapper; RayWorkerProc under 0.23's RayExecutorV2)
+    in_actors = re.findall(r"\(\w*Ray\w* pid=\d+\).*vllm-ascend-compat worker on", tp2["log"])
+    assert in_actors, f"no plugin worker in a Ray actor; see {tmp_path / 'engine.log'}"
