@@ -90,6 +90,6 @@ def test_ray_tensor_parallel_2_equals_tp1(
     (tmp_path / "engine.log").write_text(tp2["log"])
     assert greedy_tokens(tp2) == greedy_tokens(tp1)
     # the plugin's worker ran inside Ray's worker actors: Ray prefixes what an actor logs
-    # with its class (RayWorkerWrapper; RayWorkerProc under 0.23's RayExecutorV2)
+    # with its class (RayWorkerWrapper; RayWorkerProc under RayExecutorV2, default from 0.23)
     in_actors = re.findall(r"\(\w*Ray\w* pid=\d+\).*vllm-ascend-compat worker on", tp2["log"])
     assert in_actors, f"no plugin worker in a Ray actor; see {tmp_path / 'engine.log'}"
