@@ -40,7 +40,7 @@ class AscendUnquantizedFusedMoEMethod(UnquantizedFusedMoEMethod):
             "a custom routing function": layer.custom_routing_function is not None,
             "a routing score correction bias": layer.e_score_correction_bias is not None,
             "router weights applied on the input": layer.apply_router_weight_on_input,
-            "expert biases": self.moe.has_bias,
+            "expert biases": getattr(self.moe, "has_bias", False),  # a field from 0.10
         }
         named = [name for name, present in unsupported.items() if present]
         if named:
