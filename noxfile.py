@@ -29,7 +29,12 @@ BUILD_TOOLS = [
     "jinja2",
     "wheel",
 ]
-TEST_TOOLS = ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6"]
+TEST_TOOLS = [
+    "pytest>=8",
+    "pytest-xdist>=3.6",
+    "hypothesis>=6",
+    "ray==2.48.0",  # test_e2e_ray.py; an optional vLLM dependency, one release for every line
+]
 TORCH_NPU = "2.14.0"  # the torch_npu release whose op schemas the contract test reads
 
 nox.options.envdir = str(CACHE / "nox")
