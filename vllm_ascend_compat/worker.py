@@ -67,7 +67,7 @@ class NPUWorker(Worker):
         attention.register()
         logger.info(
             "vllm-ascend-compat worker on %s: %s kernels; %s and attention run on "
-            "_C_ascend_compat ops", self.device, kernels, ", ".join(served),
+            "the plugin's layers", self.device, kernels, ", ".join(served),
         )  # fmt: skip
         self.model_runner: NPUModelRunner = NPUModelRunner(self.vllm_config, self.device)
 
