@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -29,7 +30,11 @@ void int8_weight_linear(at::Tensor& out, const at::Tensor& input, const at::Tens
               "int8_weight_linear: out must be [tokens, out] in the input's dtype");
   const auto scales = scale.to(at::kFloat).contiguous().unsqueeze(1);
   const auto dtype = input.scalar_type();
+  // The caller's inference mode (vLLM's) is thread-local: the worker threads need it to
+  // write into an output tensor created under it.
+  const at::ThreadLocalState caller;
   at::parallel_for(0, channels, kChannels, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard guard(caller);
     for (int64_t start = begin; start < end; start += kChannels) {
       const int64_t rows = std::min(kChannels, end - start);
       const auto dequantized =
