@@ -8,6 +8,7 @@ placement group asks one of per worker (on an Ascend machine Ray detects them it
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
             yield {"address": address, "start_seconds": seconds}
     finally:
         _ray("stop", "--force", env={**env, "RAY_ADDRESS": address})
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.feature("ray")
