@@ -8,7 +8,7 @@ in one engine, prefix caching off so the second recomputes everything). Checked:
   token's logprob equals HF's within float32 noise;
 - each token's logprob is within FLOAT_TOLERANCE of the *float* model's (HF, teacher
   forced on the same tokens): the error the int8 weights themselves introduce;
-- both runs give identical tokens and logprobs.
+- both runs give identical tokens, and logprobs equal to float32 rounding.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ DEQUANTIZED_TOLERANCE = 1e-4  # float32 noise: as the float model's logprobs aga
 # 96 tokens; the greedy tokens of the two models agree on 69). Twice that, in nats:
 FLOAT_TOLERANCE = 0.3  # any token
 FLOAT_MEAN_TOLERANCE = 0.1  # averaged over the tokens
+# Two runs give the same tokens; their logprobs are bitwise equal on vLLM 0.32 and differ
+# by float32 rounding (~1e-6) on the older lines.
+RERUN_TOLERANCE = 1e-5
 
 
 def _dequantize(quantized: Path, target: Path) -> None:
@@ -143,4 +146,10 @@ def test_logprobs_within_tolerance_of_the_float_model(
 def test_two_runs_are_identical(run: dict[str, Any]) -> None:
     first, second = run["batches"]
     assert [o["tokens"] for o in first] == [o["tokens"] for o in second]
-    assert [o["logprobs"] for o in first] == [o["logprobs"] for o in second]
+    drift = max(
+        abs(a - b)
+        for x, y in zip(first, second, strict=True)
+        for a, b in zip(_token_logprobs(x), _token_logprobs(y), strict=True)
+    )
+    print(f"max |logprob run 1 - run 2|: {drift:.1e}")
+    assert drift <= RERUN_TOLERANCE
