@@ -7,7 +7,9 @@ Prints, per op and shape, the median time of each implementation and the speed-u
 ratios, plus effective GB/s of the memory-bound ops against a plain copy of the
 same bytes measured in the same run. Each measurement interleaves the
 implementations round by round, so machine noise hits all of them alike; the copy
-that the GB/s are compared with runs in the same rounds.
+that the GB/s are compared with runs in the same rounds. At prefill sizes every call
+starts with a cold last-level cache: the implementations share their inputs, so without
+that each would find part of them left in the cache by the one before it.
 
 Both sides run on the same threads: the compiled ops and vLLM's kernels are built with
 OpenMP against the libgomp torch loads, sized by torch.set_num_threads.
@@ -41,14 +43,24 @@ def _vllm_ops() -> Any:
 V = _vllm_ops()
 
 
-def measure(fns: dict[str, Callable[[], Any]], budget: float = 0.6) -> dict[str, float]:
-    """Median seconds per call of each function, run round-robin for ``budget`` seconds."""
+# Read before each call of a cold measurement: more than the last-level cache holds
+# (48 MB on the machines this was tuned on), so none of the inputs stay cached.
+EVICT = torch.ones(256 << 20, dtype=torch.uint8).view(torch.float32)
+
+
+def measure(
+    fns: dict[str, Callable[[], Any]], cold: bool = False, budget: float = 0.6
+) -> dict[str, float]:
+    """Median seconds per call of each function, run round-robin for ``budget`` seconds;
+    with ``cold``, the last-level cache is evicted before every call."""
     for fn in fns.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     deadline = time.perf_counter() + budget
     while time.perf_counter() < deadline or min(len(s) for s in samples.values()) < 5:
         for name, fn in fns.items():
+            if cold:
+                EVICT.max()
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
@@ -63,14 +75,16 @@ def report(op: str, shape: str, times: dict[str, float], moved_bytes: int = 0) -
     ROWS.append(row)
 
 
-def with_copy(fns: dict[str, Callable[[], Any]], moved_bytes: int, label: str) -> dict:
-    """Adds, for prefill-sized shapes, a plain copy of the same bytes (read + write) to the
-    round-robin, so the copy bandwidth is measured under the same machine load."""
-    if "prefill" in label:
+def timed(fns: dict[str, Callable[[], Any]], label: str, moved_bytes: int = 0) -> dict:
+    """``measure(fns)``; at prefill sizes cold, and with a plain copy of ``moved_bytes``
+    (read + write) in the round-robin, so the copy bandwidth is measured under the same
+    machine load."""
+    prefill = "prefill" in label
+    if prefill and moved_bytes:
         src = torch.empty(moved_bytes // 2, dtype=torch.uint8).random_()
         dst = torch.empty_like(src)
         fns["copy"] = lambda: dst.copy_(src)
-    return fns
+    return measure(fns, cold=prefill)
 
 
 def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> None:
@@ -85,7 +99,7 @@ def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> Non
     if V is not None:
         fns["vllm"] = lambda: V.rms_norm(out, x, w, 1e-6)
     moved = 2 * x.numel() * elem
-    report("rms_norm", label, measure(with_copy(fns, moved, label)), moved)
+    report("rms_norm", label, timed(fns, label, moved), moved)
     fns = {
         "ours": lambda: C.fused_add_rms_norm(x, residual, w, 1e-6),
         "eager": lambda: ops.fused_add_rms_norm(x, residual, w, 1e-6),
@@ -93,7 +107,7 @@ def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> Non
     if V is not None:
         fns["vllm"] = lambda: V.fused_add_rms_norm(x, residual, w, 1e-6)
     moved = 4 * x.numel() * elem
-    report("fused_add_rms_norm", label, measure(with_copy(fns, moved, label)), moved)
+    report("fused_add_rms_norm", label, timed(fns, label, moved), moved)
 
 
 def bench_silu(tokens: int, inter: int, dtype: torch.dtype, label: str) -> None:
@@ -106,7 +120,7 @@ def bench_silu(tokens: int, inter: int, dtype: torch.dtype, label: str) -> None:
     if V is not None:
         fns["vllm"] = lambda: V.silu_and_mul(out, x)
     moved = 3 * out.numel() * out.element_size()
-    report("silu_and_mul", label, measure(with_copy(fns, moved, label)), moved)
+    report("silu_and_mul", label, timed(fns, label, moved), moved)
 
 
 def bench_rotary(tokens: int, dtype: torch.dtype, label: str) -> None:
@@ -125,7 +139,7 @@ def bench_rotary(tokens: int, dtype: torch.dtype, label: str) -> None:
     }
     if V is not None:
         fns["vllm"] = lambda: V.rotary_embedding(pos, q, k, head, cache, True)
-    report("rotary_embedding", label, measure(fns))
+    report("rotary_embedding", label, timed(fns, label))
 
 
 def _vllm_cache(blocks: int, block: int, kv_heads: int, head: int, dtype: torch.dtype):
@@ -165,7 +179,7 @@ def bench_cache(tokens: int, dtype: torch.dtype, label: str) -> None:
         isa = _vllm_isa(dtype, block)
         fns["vllm"] = lambda: V.cpu_attn_reshape_and_cache(key, value, vk, vv, slots, isa)
     moved = 4 * key.numel() * key.element_size()
-    report("reshape_and_cache", label, measure(with_copy(fns, moved, label)), moved)
+    report("reshape_and_cache", label, timed(fns, label, moved), moved)
 
 
 def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> None:
@@ -207,7 +221,7 @@ def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> Non
             vout.float(), _ours(fns["ours"], out).float(), atol=3e-2, rtol=3e-2
         )
     bytes_read = 2 * seqs * context * kv_heads * head * q.element_size()
-    report("paged_attention", label, measure(with_copy(fns, bytes_read, label)), bytes_read)
+    report("paged_attention", label, timed(fns, label, bytes_read), bytes_read)
 
 
 def _ours(fn: Callable[[], Any], out: torch.Tensor) -> torch.Tensor:
