@@ -94,7 +94,8 @@ def install_line(session: nox.Session, version: str) -> None:
     """Make this session's environment hold vLLM ``version`` and this plugin."""
     line = LINES[version]
     constraints = ["-c", str(ROOT / line["constraints"])]
-    if not _installed(session, "vllm").startswith(version):
+    current = (_installed(session, "vllm"), _installed(session, "torch"))
+    if not (current[0].startswith(version) and current[1].startswith(line["torch"])):
         session.install(f"torch=={line['torch']}", *BUILD_TOOLS, *constraints)
         session.install(str(_vllm_wheel(session, version)), *constraints)
     session.install(*line.get("requires", []), *TEST_TOOLS, *constraints)

@@ -332,6 +332,7 @@ def build_tiny_llava(
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     model.save_pretrained(path, safe_serialization=True)
+    _hub_clip_layout(path / "model.safetensors")
     (path / "preprocessor_config.json").write_text(
         json.dumps({
             "image_processor_type": "CLIPImageProcessor", "processor_class": "LlavaProcessor",
@@ -353,3 +354,19 @@ def build_tiny_llava(
     processor.save_pretrained(path)
     marker.write_text(json.dumps(recipe))
     return path
+
+
+def _hub_clip_layout(checkpoint: Path) -> None:
+    """Write the vision tower under ``vision_tower.vision_model.``, as LLaVA checkpoints on
+    the Hub have it. transformers 5.19+ saves CLIP without that level; it reads both
+    layouts, but vLLM's loader (0.32.0 included) reads only the Hub's."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(checkpoint)
+    flat = "vision_tower."
+    if any(k.startswith(flat) and not k.startswith(flat + "vision_model.") for k in tensors):
+        tensors = {
+            flat + "vision_model." + k[len(flat) :] if k.startswith(flat) else k: v
+            for k, v in tensors.items()
+        }
+        save_file(tensors, checkpoint, metadata={"format": "pt"})
