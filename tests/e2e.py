@@ -67,23 +67,43 @@ BEAM = {"beam_width": 3, "max_tokens": 8, "ignore_eos": True, "length_penalty": 
 BEAM_SEARCH = {"kind": "beam_search", "prompts": FIRST[:2], "beam": BEAM}
 
 
-def run_spec(
-    model: Path, tmp: Path, batches: list[dict[str, Any]], timeout: float = 600, **llm: Any
-) -> dict[str, Any]:
+def launch_spec(
+    model: Path,
+    tmp: Path,
+    batches: list[dict[str, Any]],
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    **llm: Any,
+) -> subprocess.CompletedProcess[str]:
     """Run ``batches`` (see run_llm.py) through the plugin in CPU mode, in a fresh process."""
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({
         "model": str(model), "batches": batches, "max_tokens": MAX_TOKENS,
         "llm": {**LLM_ARGS, **llm},
     }))  # fmt: skip
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(TESTS_DIR / "run_llm.py"), str(spec)],
         capture_output=True, text=True, timeout=timeout, cwd=tmp,
-        env=clean_env(VLLM_ASCEND_COMPAT_CPU="1", HF_HUB_OFFLINE="1"),
+        env=clean_env(VLLM_ASCEND_COMPAT_CPU="1", HF_HUB_OFFLINE="1", **(env or {})),
     )  # fmt: skip
+
+
+def result_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any] | None:
+    """The RESULT line of a run that exited 0, with its log; None for a failed run."""
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    if proc.returncode != 0 or not lines:
+        return None
     return {**json.loads(lines[-1][len("RESULT ") :]), "log": proc.stdout + proc.stderr}
+
+
+def run_spec(
+    model: Path, tmp: Path, batches: list[dict[str, Any]], timeout: float = 600, **llm: Any
+) -> dict[str, Any]:
+    """:func:`launch_spec`, which must succeed: its result and log."""
+    proc = launch_spec(model, tmp, batches, timeout, **llm)
+    result = result_of(proc)
+    assert result, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return result
 
 
 def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm: Any) -> dict[str, Any]:
@@ -94,3 +114,48 @@ def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm: Any) -> dict[st
 def greedy_tokens(run: dict[str, Any]) -> list[list[int]]:
     """The tokens of the greedy batches of ``run``, prompt by prompt (FIRST + SECOND + LONG)."""
     return [out["tokens"] for batch in run["batches"][: len(GREEDY)] for out in batch]
+
+
+LOGPROB_TOLERANCE = 1e-4  # float32 logprobs, absolute
+
+
+def _check_position(hf_row: Any, got: list[list[float]], where: str) -> int:
+    """One position's returned [token, logprob, rank] rows against HF's distribution:
+    each value and rank, and the top-k set. Returns the number of values compared."""
+    import torch
+
+    assert got, f"{where}: no logprobs returned"
+    top = {int(t) for t in torch.topk(hf_row, TOP_LOGPROBS).indices}
+    ranked = {int(token) for token, _, rank in got if rank <= TOP_LOGPROBS}
+    assert ranked == top, f"{where}: top-{TOP_LOGPROBS} {sorted(ranked)} vs HF {sorted(top)}"
+    for token, logprob, rank in got:
+        expected = float(hf_row[int(token)])
+        assert abs(logprob - expected) <= LOGPROB_TOLERANCE, (
+            f"{where}: {token} {logprob} vs HF {expected}"
+        )
+        hf_rank = 1 + int((hf_row > hf_row[int(token)]).sum())
+        assert rank == hf_rank, f"{where}: token {token} rank {rank} vs HF {hf_rank}"
+    return len(got)
+
+
+def assert_logprobs_equal_hf(outputs: list[dict[str, Any]], model: Path) -> int:
+    """The LOGPROBS batch's outputs against log_softmax of HF's float32 logits: every sampled
+    and prompt position, once each. Returns the number of values compared."""
+    from vllm_ascend_compat.testing import hf_log_softmax
+
+    assert len(outputs) == len(LOGPROBS["prompts"])
+    sequences = [out["prompt_token_ids"] + out["tokens"] for out in outputs]
+    compared = 0
+    for out, hf in zip(outputs, hf_log_softmax(model, sequences), strict=True):
+        prompt_len = out["prompt_len"]
+        assert len(out["logprobs"]) == len(out["tokens"]) == LOGPROBS["sampling"]["max_tokens"]
+        for j, (token, got) in enumerate(zip(out["tokens"], out["logprobs"], strict=True)):
+            assert token in {int(t) for t, _, _ in got}, f"sampled token {token} not returned"
+            compared += _check_position(hf[prompt_len + j - 1], got, f"output position {j}")
+        prompt_rows = out["prompt_logprobs"]
+        assert len(prompt_rows) == prompt_len and prompt_rows[0] == []  # the first has none
+        for i in range(1, prompt_len):
+            got = prompt_rows[i]
+            assert out["prompt_token_ids"][i] in {int(t) for t, _, _ in got}
+            compared += _check_position(hf[i - 1], got, f"prompt position {i}")
+    return compared
