@@ -49,8 +49,29 @@ def _tokenizer(vocab_size: int) -> Any:
     )
 
 
-def build_tiny_llama(
+# Architecture -> the config fields that give it its distinguishing feature at tiny size.
+# Windows are shorter than the test prompts, soft caps low enough to bind.
+TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "qwen2": {},  # q/k/v projections with bias
+    "qwen3": {"head_dim": 64},  # q/k RMSNorm per head; its default head_dim is 128
+    "mistral": {"sliding_window": 8},
+    "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": None},
+    "gemma2": {
+        "head_dim": 64,
+        "hidden_act": "gelu_pytorch_tanh",  # vLLM reads this name, HF hidden_activation
+        "query_pre_attn_scalar": 64,
+        "sliding_window": 8,  # on every other layer
+        "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 5.0,
+        "tie_word_embeddings": True,  # vLLM's Gemma-2 always ties the LM head
+    },
+}
+
+
+def build_tiny_model(
     path: str | Path,
+    arch: str,
     *,
     seed: int = 0,
     vocab_size: int = 512,
@@ -61,36 +82,46 @@ def build_tiny_llama(
     max_positions: int = 256,
     init_scale: float = 0.15,
 ) -> Path:
-    """Write a random Llama (GQA, head_dim = hidden/heads) and its tokenizer to ``path``."""
+    """Write a random ``arch`` model of :data:`TINY_ARCHITECTURES` (GQA, head_dim = hidden /
+    heads unless the architecture sets it) and its tokenizer to ``path``."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
     marker = path / "tiny-model.json"
+    extra = TINY_ARCHITECTURES[arch]
     recipe = {
-        "seed": seed, "vocab_size": vocab_size, "hidden_size": hidden_size,
-        "num_layers": num_layers, "num_heads": num_heads, "num_kv_heads": num_kv_heads,
-        "max_positions": max_positions, "init_scale": init_scale,
+        "arch": arch, "extra": extra, "seed": seed, "vocab_size": vocab_size,
+        "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+        "num_kv_heads": num_kv_heads, "max_positions": max_positions, "init_scale": init_scale,
     }  # fmt: skip
     if marker.exists() and json.loads(marker.read_text()) == recipe:
         return path
     tokenizer = _tokenizer(vocab_size)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        max_position_embeddings=max_positions,
-        initializer_range=init_scale,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-        torch_dtype="float32",
+    config = AutoConfig.for_model(
+        arch,
+        **{
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": num_heads,
+            "num_key_value_heads": num_kv_heads,
+            "max_position_embeddings": max_positions,
+            "initializer_range": init_scale,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.eos_token_id,
+            "tie_word_embeddings": False,
+            "torch_dtype": "float32",
+            **extra,
+        },
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()
+    if arch == "gemma2":  # its tied head reads the input embedding, scaled up by sqrt(hidden):
+        with torch.no_grad():  # damped, so greedy does not just echo the last token
+            model.get_input_embeddings().weight /= 4
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     marker.write_text(json.dumps(recipe))
@@ -181,84 +212,6 @@ def hf_beam_search(
     return beams
 
 
-# Architecture -> the config fields that give it its distinguishing feature at tiny size.
-# Windows are shorter than the test prompts, soft caps low enough to bind.
-TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "llama": {},
-    "qwen2": {},  # q/k/v projections with bias
-    "qwen3": {"head_dim": 64},  # q/k RMSNorm per head; its default head_dim is 128
-    "mistral": {"sliding_window": 8},
-    "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": None},
-    "gemma2": {
-        "head_dim": 64,
-        "hidden_act": "gelu_pytorch_tanh",  # vLLM reads this name, HF hidden_activation
-        "query_pre_attn_scalar": 64,
-        "sliding_window": 8,  # on every other layer
-        "attn_logit_softcapping": 2.0,
-        "final_logit_softcapping": 5.0,
-        "tie_word_embeddings": True,  # vLLM's Gemma-2 always ties the LM head
-    },
-}
-
-
-def build_tiny_model(
-    path: str | Path,
-    arch: str,
-    *,
-    seed: int = 0,
-    vocab_size: int = 512,
-    hidden_size: int = 128,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    num_kv_heads: int = 1,
-    max_positions: int = 256,
-    init_scale: float = 0.15,
-) -> Path:
-    """:func:`build_tiny_llama`'s recipe for any model type of :data:`TINY_ARCHITECTURES`."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    path = Path(path)
-    marker = path / "tiny-model.json"
-    extra = TINY_ARCHITECTURES[arch]
-    recipe = {
-        "arch": arch, "extra": extra, "seed": seed, "vocab_size": vocab_size,
-        "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
-        "num_kv_heads": num_kv_heads, "max_positions": max_positions, "init_scale": init_scale,
-    }  # fmt: skip
-    if marker.exists() and json.loads(marker.read_text()) == recipe:
-        return path
-    tokenizer = _tokenizer(vocab_size)
-    config = AutoConfig.for_model(
-        arch,
-        **{
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": num_heads,
-            "num_key_value_heads": num_kv_heads,
-            "max_position_embeddings": max_positions,
-            "initializer_range": init_scale,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.eos_token_id,
-            "tie_word_embeddings": False,
-            "torch_dtype": "float32",
-            **extra,
-        },
-    )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    if arch == "gemma2":  # its tied head reads the input embedding, scaled up by sqrt(hidden):
-        with torch.no_grad():  # damped, so greedy does not just echo the last token
-            model.get_input_embeddings().weight /= 4
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    marker.write_text(json.dumps(recipe))
-    return path
-
-
 def build_tiny_llava(
     path: str | Path,
     *,
@@ -270,7 +223,7 @@ def build_tiny_llava(
     vision_hidden_size: int = 64,
     init_scale: float = 0.15,
 ) -> Path:
-    """Write a random LLaVA (CLIP vision tower, MLP projector, :func:`build_tiny_llama`'s text
+    """Write a random LLaVA (CLIP vision tower, MLP projector, :func:`build_tiny_model`'s Llama text
     model) with its processor, so vLLM's multimodal processing runs offline.
 
     The image processor config is written as JSON, not through a class: transformers 5
