@@ -49,15 +49,16 @@ EVICT = torch.ones(256 << 20, dtype=torch.uint8).view(torch.float32)
 
 
 def measure(
-    fns: dict[str, Callable[[], Any]], cold: bool = False, budget: float = 0.6
+    fns: dict[str, Callable[[], Any]], cold: bool = False, budget: float = 0.6, rounds: int = 5
 ) -> dict[str, float]:
-    """Median seconds per call of each function, run round-robin for ``budget`` seconds;
-    with ``cold``, the last-level cache is evicted before every call."""
+    """Median seconds per call of each function, run round-robin for ``budget`` seconds
+    and at least ``rounds`` rounds; with ``cold``, the last-level cache is evicted before
+    every call."""
     for fn in fns.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     deadline = time.perf_counter() + budget
-    while time.perf_counter() < deadline or min(len(s) for s in samples.values()) < 5:
+    while time.perf_counter() < deadline or min(len(s) for s in samples.values()) < rounds:
         for name, fn in fns.items():
             if cold:
                 EVICT.max()
@@ -84,7 +85,9 @@ def timed(fns: dict[str, Callable[[], Any]], label: str, moved_bytes: int = 0) -
         src = torch.empty(moved_bytes // 2, dtype=torch.uint8).random_()
         dst = torch.empty_like(src)
         fns["copy"] = lambda: dst.copy_(src)
-    return measure(fns, cold=prefill)
+    # A prefill round takes a few hundred ms (the eager composite): 15 rounds, so that one
+    # slow second on a shared machine cannot move a median.
+    return measure(fns, cold=True, rounds=15) if prefill else measure(fns)
 
 
 def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> None:
