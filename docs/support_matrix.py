@@ -11,8 +11,8 @@ import tomllib
 from pathlib import Path
 
 from packaging.version import Version
-from vllm_ascend_compat.patches import ALL
 
+from vllm_ascend_compat.patches import ALL
 from vllm_ascend_compat.release import load_lines
 
 OUTPUT = Path(__file__).with_name("support-matrix.md")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import check_python
 from packaging.version import Version
+
 from vllm_ascend_compat.patches import ALL
 
 pytestmark = pytest.mark.usefixtures("vllm_release")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import check_python
 from packaging.version import Version
+
 from vllm_ascend_compat.patches import ALL
 
 pytestmark = pytest.mark.usefixtures("vllm_release")

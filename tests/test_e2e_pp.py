@@ -17,9 +17,9 @@ from e2e import (
     run_spec,
 )
 from packaging.version import Version
-from vllm_ascend_compat.patches import ALL
 
 from vllm_ascend_compat.envs import DISABLE_PATCHES
+from vllm_ascend_compat.patches import ALL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 

@@ -116,7 +116,7 @@ def _python_calls() -> set[tuple[str, str, int, frozenset[str]]]:
 
 def _cpp_calls() -> set[tuple[str, str, int, frozenset[str]]]:
     calls = set()
-    for path in sorted((REPO_ROOT / "csrc").glob("*.cpp")):
+    for path in sorted((REPO_ROOT / "vllm_ascend_compat" / "csrc").glob("*.cpp")):
         text = path.read_text()
         for op, body in re.findall(r'call_npu\(\s*"\w+::(\w+)",\s*(\{.*?\})\);', text, re.S):
             names = frozenset(re.findall(r'\{"(\w+)",', body))

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import re
-import tomllib
 
 from conftest import REPO_ROOT
 from packaging.specifiers import SpecifierSet
+
 from vllm_ascend_compat.patches import ALL
 
+CHECKOUT = REPO_ROOT / "vllm_ascend_compat"
 
-def test_every_patch_folder_is_packaged() -> None:
-    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    packaged = set(config["tool"]["setuptools"]["packages"])
-    folders = {
-        "vllm_ascend_compat.patches." + path.parent.name
-        for path in (REPO_ROOT / "patches").glob("*/__init__.py")
-    }
-    assert folders <= packaged, folders - packaged
+
+def test_the_installed_package_holds_every_patch_topic_kernel_and_data_file() -> None:
+    """The tests import the installed plugin: it must carry what the checkout has."""
+    installed = importlib.resources.files("vllm_ascend_compat")
+    for path in CHECKOUT.rglob("*"):
+        if path.suffix in {".py", ".cpp", ".toml"} and "__pycache__" not in path.parts:
+            relative = path.relative_to(CHECKOUT).as_posix()
+            assert installed.joinpath(relative).is_file(), f"{relative} is not installed"
 
 
 def test_declarations_are_complete_and_unique() -> None:
@@ -32,13 +34,16 @@ def test_declarations_are_complete_and_unique() -> None:
 
 
 def test_impl_modules_are_named_by_the_releases_they_serve() -> None:
-    """``before_0_24`` serves releases below 0.24: the name and the specifier agree."""
+    """``before_0_24`` serves releases below 0.24 (its range's upper bound); ``since_0_24``
+    serves 0.24 and later, with no upper bound: the name and the specifier agree."""
     for p in ALL:
         module = p.impl.partition(":")[0].rsplit(".", 1)[1]
-        match = re.fullmatch(r"before_(\d+)_(\d+)(?:_(\d+))?", module)
+        match = re.fullmatch(r"(before|since)_(\d+)_(\d+)(?:_(\d+))?", module)
         assert match, f"{p.id}: impl module {module!r} is not named by its release key"
-        bound = ".".join(g for g in match.groups() if g is not None)
-        assert SpecifierSet(p.versions) == SpecifierSet(f"<{bound}") or f"<{bound}" in p.versions, (
-            p.id,
-            p.versions,
-        )
+        bound = ".".join(g for g in match.groups()[1:] if g is not None)
+        specifiers = {str(s) for s in SpecifierSet(p.versions)}
+        if match.group(1) == "before":
+            assert f"<{bound}" in specifiers, (p.id, p.versions)
+        else:
+            assert f">={bound}" in specifiers, (p.id, p.versions)
+            assert not any(s.startswith("<") for s in specifiers), (p.id, p.versions)

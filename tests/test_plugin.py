@@ -122,6 +122,7 @@ def test_doctor_json_lists_every_patch_with_its_check(vllm_release: str) -> None
 def test_doctor_exits_nonzero_when_a_required_patch_cannot_apply(vllm_release: str) -> None:
     """Remove the target of a patch this line needs, as an upstream refactor would."""
     from packaging.version import Version
+
     from vllm_ascend_compat.patches import ALL
 
     patch = next(p for p in ALL if p.applies_to(Version(vllm_release)) and not p.optional)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from conftest import TESTS_DIR, check_python, clean_env
 from e2e import FIRST, LLM_ARGS, LONG, MAX_TOKENS, SECOND, greedy_tokens
+
 from vllm_ascend_compat.patches.spec_decode import kernels
 
 SPECULATIVE_CONFIG = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
@@ -31,10 +31,21 @@ except ImportError:  # up to 0.13
         AttentionLayer,
         AttentionType,
     )
-    from vllm.v1.attention.backends.utils import (
-        AttentionMetadataBuilder,
-        CommonAttentionMetadata,
-    )
+
+    try:  # 0.9.2 to 0.13
+        from vllm.v1.attention.backends.utils import (
+            AttentionMetadataBuilder,
+            CommonAttentionMetadata,
+        )
+    except ImportError:  # 0.9.0 and 0.9.1: V1 metadata builders have no base class yet
+        from vllm.v1.attention.backends.utils import CommonAttentionMetadata
+
+        M = TypeVar("M")
+
+        class AttentionMetadataBuilder(Generic[M]):  # type: ignore[no-redef]
+            def reorder_batch(self, input_batch: Any, scheduler_output: Any) -> bool:
+                return False
+
 
 try:  # vLLM 0.32+: backends declare the physical KV-cache layouts they read
     from vllm.v1.kv_cache_layout import KVCacheLayout
@@ -78,11 +89,11 @@ class AscendAttentionMetadata:
 class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMetadata]):
     """Splits the step into decodes and prefills once, for every layer to reuse."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         if "__init__" in vars(AttentionMetadataBuilder):  # 0.10+: (spec, layers, config, device)
-            super().__init__(*args)
+            super().__init__(*args, **kwargs)
             self._block_table = None
-        else:  # 0.9.2: (runner, spec, block_table); the builder copies the slots itself
+        else:  # 0.9.x: (runner, spec, block_table); the builder copies the slots itself
             runner, _, self._block_table = args
             self.device = runner.device
 
@@ -91,32 +102,40 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
         common_prefix_len: int,
         common_attn_metadata: CommonAttentionMetadata,
         fast_build: bool = False,
+        num_reqs: int | None = None,
+        num_actual_tokens: int | None = None,
+        max_query_len: int | None = None,
     ) -> AscendAttentionMetadata:
+        """Once per step. 0.9.0 and 0.9.1 pass the counts by keyword: their common
+        metadata holds only the query starts and the sequence lengths."""
         m = common_attn_metadata
-        n = m.num_actual_tokens
+        if num_reqs is None or num_actual_tokens is None:
+            num_reqs, n = m.num_reqs, m.num_actual_tokens
+        else:
+            n = num_actual_tokens
         if self._block_table is None:
-            starts = m.query_start_loc_cpu[: m.num_reqs + 1]
+            starts = m.query_start_loc_cpu[: num_reqs + 1]
             slot_mapping = m.slot_mapping[:n]
-            block_table = m.block_table_tensor[: m.num_reqs]
-        else:  # 0.9.2
-            starts = m.query_start_loc[: m.num_reqs + 1].cpu()
+            block_table = m.block_table_tensor[:num_reqs]
+        else:  # 0.9.x
+            starts = m.query_start_loc[: num_reqs + 1].cpu()
             slots = self._block_table.slot_mapping
             slot_mapping = slots[:n].copy_(self._block_table.slot_mapping_cpu[:n])
             slots[n:].fill_(-1)
-            block_table = self._block_table.get_device_tensor()[: m.num_reqs]
+            block_table = self._block_table.get_device_tensor()[:num_reqs]
         query_lens = starts[1:] - starts[:-1]
         is_decode = query_lens == 1
         decode_requests = torch.nonzero(is_decode).flatten()
-        seq_lens_cpu = getattr(m, "seq_lens_cpu", None)  # absent in 0.9.2 and 0.32+
+        seq_lens_cpu = getattr(m, "seq_lens_cpu", None)  # absent in 0.9.x and 0.32+
         if seq_lens_cpu is None:
-            seq_lens_cpu = m.seq_lens[: m.num_reqs].cpu()
+            seq_lens_cpu = m.seq_lens[:num_reqs].cpu()
         return AscendAttentionMetadata(
             num_actual_tokens=n,
             slot_mapping=slot_mapping,
             block_table=block_table,
-            seq_lens=m.seq_lens[: m.num_reqs],
+            seq_lens=m.seq_lens[:num_reqs],
             query_start_loc=starts.tolist(),
-            seq_lens_list=seq_lens_cpu[: m.num_reqs].tolist(),
+            seq_lens_list=seq_lens_cpu[:num_reqs].tolist(),
             decode_requests=decode_requests.to(self.device),
             decode_tokens=starts[:-1][is_decode].to(self.device),
             prefill_requests=torch.nonzero(~is_decode).flatten().tolist(),

@@ -76,7 +76,8 @@ def doctor(as_json: bool) -> int:
         "flavour": detected.flavour,
         "source": detected.source,
         "release": str(detected.release),
-        "line": detected.line,
+        "supported": detected.supported,
+        "window": release.window().describe(),
         "warnings": list(detected.warnings),
     }
     try:
@@ -103,8 +104,12 @@ def _print_doctor(report: dict[str, Any], as_json: bool) -> None:
         print(f"vLLM        ERROR: {vllm['error']}")
     else:
         flavour = f", build {vllm['flavour']}" if vllm["flavour"] else ""
-        line = vllm["line"] or "none (unsupported, allowed)"
-        print(f"vLLM        {vllm['installed']}{flavour} (from {vllm['source']}); line {line}")
+        window = (
+            f"in the window {vllm['window']}"
+            if vllm["supported"]
+            else (f"outside the window {vllm['window']} (allowed)")
+        )
+        print(f"vLLM        {vllm['installed']}{flavour} (from {vllm['source']}); {window}")
         for warning in vllm["warnings"]:
             print(f"  WARNING   {warning}")
     print(f"torch       {report['torch']}")

@@ -10,7 +10,7 @@ CPU_MODE = "VLLM_ASCEND_COMPAT_CPU"
 CPU_KV_CACHE_GIB = "VLLM_ASCEND_COMPAT_CPU_KV_CACHE_GIB"
 # Treat the installed vLLM as this release (source builds without version metadata).
 VLLM_VERSION = "VLLM_ASCEND_COMPAT_VLLM_VERSION"
-# Load on a vLLM release outside the supported lines instead of refusing.
+# Load on a vLLM release outside the supported window instead of refusing.
 ALLOW_UNSUPPORTED = "VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED"
 # Comma-separated patch ids not to apply.
 DISABLE_PATCHES = "VLLM_ASCEND_COMPAT_DISABLE_PATCHES"

@@ -45,8 +45,14 @@ class AscendSiluAndMul(SiluAndMul):
 
 class AscendRotaryEmbedding(RotaryEmbedding):
     def forward_oot(
-        self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None = None
+        self,
+        positions: torch.Tensor,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        offsets: torch.Tensor | None = None,  # batched rotary (up to 0.13): vLLM's path
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if offsets is not None:
+            return self.forward_native(positions, query, key, offsets)
         if key is None:
             return self.forward_native(positions, query, key)
         cache: torch.Tensor = getattr(self, "cos_sin_cache")  # noqa: B009  (a buffer)

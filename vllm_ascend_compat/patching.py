@@ -58,6 +58,13 @@ class Patch:
     remove_when: str
     optional: bool = False
     signature: str | None = None  # expected parameter shape of the target, e.g. "(self, x)"
+    # Where the signature alone cannot tell the releases apart, source fragments that
+    # do (the static contract checks them in every release of the window): ``needs``,
+    # what the patch exists for (the code a backport fixes), present wherever the patch
+    # applies; ``fixed_by``, the upstream fix, absent wherever it applies. Each is a
+    # fragment of the target's source, or ("module:Attr.path", fragment) elsewhere.
+    needs: str | tuple[str, str] | None = None
+    fixed_by: str | tuple[str, str] | None = None
 
     @property
     def module(self) -> str:

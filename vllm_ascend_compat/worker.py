@@ -16,7 +16,8 @@ from vllm.platforms import current_platform
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
 
-from vllm_ascend_compat import attention, device, layers, ops, patching, plugin
+from vllm_ascend_compat import attention, layers, ops, patching, plugin
+from vllm_ascend_compat.device import current as current_device
 from vllm_ascend_compat.log import logger
 
 try:  # vLLM 0.18+ keeps it with the torch helpers
@@ -33,15 +34,15 @@ except ImportError:
 
 
 class NPUModelRunner(GPUModelRunner):
-    def __init__(self, vllm_config: Any, torch_device: torch.device) -> None:
-        with device.current().as_cuda():
-            super().__init__(vllm_config, torch_device)
+    def __init__(self, vllm_config: Any, device: torch.device) -> None:
+        with current_device().as_cuda():
+            super().__init__(vllm_config, device)
 
     def _init_device_properties(self) -> None:
         pass  # no CUDA device properties to read
 
     def _sync_device(self) -> None:
-        device.current().synchronize()
+        current_device().synchronize()
 
     def capture_model(self) -> int:
         return 0  # eager only: nothing to capture
@@ -49,7 +50,7 @@ class NPUModelRunner(GPUModelRunner):
 
 class NPUWorker(Worker):
     def init_device(self) -> None:
-        dev = device.current()
+        dev = current_device()
         self.device = dev.torch_device(self.local_rank)
         dev.set_device(self.device)
         current_platform.check_if_supports_dtype(self.model_config.dtype)
@@ -73,7 +74,7 @@ class NPUWorker(Worker):
 
     def determine_available_memory(self) -> int:
         requested = getattr(self.cache_config, "kv_cache_memory_bytes", None)
-        return device.current().kv_cache_budget(requested, self.cache_config.gpu_memory_utilization)
+        return current_device().kv_cache_budget(requested, self.cache_config.gpu_memory_utilization)
 
     def compile_or_warm_up_model(self) -> Any:
         """Warm up eagerly; returns the compilation time vLLM 0.18+ collects (none here).

@@ -1,5 +1,0 @@
-"""The same check for the V1 ``Processor``, before its 0.13 rename to ``InputProcessor``."""
-
-from vllm_ascend_compat.patches.request_validation.before_0_18 import reject_oov_stop_token_ids
-
-__all__ = ["reject_oov_stop_token_ids"]

@@ -1,0 +1,34 @@
+"""Every patch this plugin knows, declared as data.
+
+Each topic package declares its patches in its ``__init__`` without importing
+vLLM. The implementations live in modules keyed by the releases they serve
+(``before_0_24.py`` serves releases before 0.24) and are imported only when a
+patch applies to the detected release. Installed as ``vllm_ascend_compat.patches``.
+"""
+
+from vllm_ascend_compat.patches import (
+    bad_words,
+    lora,
+    ngram,
+    prompt_logprobs,
+    request_validation,
+    sampling_params,
+    spec_decode,
+    stop_checks,
+    stop_strings,
+    triton_kernels,
+)
+from vllm_ascend_compat.patching import Patch
+
+ALL: tuple[Patch, ...] = (
+    *sampling_params.PATCHES,
+    *bad_words.PATCHES,
+    *request_validation.PATCHES,
+    *lora.PATCHES,
+    *ngram.PATCHES,
+    *prompt_logprobs.PATCHES,
+    *stop_checks.PATCHES,
+    *stop_strings.PATCHES,
+    *triton_kernels.PATCHES,
+    *spec_decode.PATCHES,
+)
