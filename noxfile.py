@@ -51,6 +51,7 @@ BUILD_TOOLS = [
     "packaging",
     "jinja2",
     "wheel",
+    "regex",  # setup.py of 0.9.0 and 0.9.1 imports it
 ]
 TEST_TOOLS = [
     "pytest>=8",

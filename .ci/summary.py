@@ -1,22 +1,31 @@
-"""Print one row per vLLM line from the JUnit reports nox wrote: passed, failed, skipped, time.
+"""Print one row per JUnit report nox wrote (the static contract, each anchor's whole suite,
+each swept release): passed, failed, skipped, time, and every skip's reason.
 
 Exits 1 when no test ran at all, so CI cannot pass on an empty run.
 """
 
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 REPORTS = Path(__file__).resolve().parent.parent / ".reports"
+KINDS = {"contract": "contract", "vllm": "suite", "sweep": "sweep"}
+
+
+def _order(report: Path) -> tuple:
+    kind, _, version = report.stem.partition("-")
+    numbers = [int(n) for n in re.findall(r"\d+", version)]
+    return (list(KINDS).index(kind) if kind in KINDS else len(KINDS), numbers)
 
 
 def main() -> int:
     total = 0
-    print(f"\n{'vLLM line':<12} {'passed':>7} {'failed':>7} {'skipped':>8} {'time':>9}")
-    reports = REPORTS.glob("vllm-*.xml")
-    for report in sorted(reports, key=lambda r: [int(n) for n in r.stem[5:].split(".")]):
-        line = report.stem.removeprefix("vllm-")
+    print(f"\n{'run':<18} {'passed':>7} {'failed':>7} {'skipped':>8} {'time':>9}")
+    for report in sorted(REPORTS.glob("*.xml"), key=_order):
+        kind, _, version = report.stem.partition("-")
+        label = f"{KINDS.get(kind, kind)} {version}".strip()
         suite = ET.parse(report).getroot()
         suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
         assert suite is not None, report
@@ -25,12 +34,13 @@ def main() -> int:
         skipped = int(suite.get("skipped", 0))
         total += tests - skipped
         seconds = float(suite.get("time", 0))
-        print(f"{line:<12} {tests - failed - skipped:>7} {failed:>7} {skipped:>8} {seconds:>8.0f}s")
+        passed = tests - failed - skipped
+        print(f"{label:<18} {passed:>7} {failed:>7} {skipped:>8} {seconds:>8.0f}s")
         reasons = Counter(
             s.get("message", "") for case in suite.iter("testcase") for s in case.iter("skipped")
         )
         for reason, count in sorted(reasons.items()):
-            print(f"{'':<12} skipped x{count}: {reason}")
+            print(f"{'':<18} skipped x{count}: {reason}")
     if total == 0:
         print("no test ran", file=sys.stderr)
         return 1

@@ -1,11 +1,13 @@
-"""Generate docs/support-matrix.md from the release lines and the patch registry.
+"""Generate docs/support-matrix.md from the release data, the patch registry and the
+recorded runs (docs/contract-record.json, docs/sweep-record.json).
 
-Run ``nox -s docs`` (or ``python docs/support_matrix.py``) after changing either;
+Run ``nox -s docs`` (or ``python docs/support_matrix.py``) after changing any of them;
 tests/test_docs.py fails while the committed copy is stale.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from pathlib import Path
@@ -13,29 +15,94 @@ from pathlib import Path
 from packaging.version import Version
 
 from vllm_ascend_compat.patches import ALL
-from vllm_ascend_compat.release import load_lines
+from vllm_ascend_compat.release import window
 
-OUTPUT = Path(__file__).with_name("support-matrix.md")
-FEATURES = Path(__file__).parents[1] / "tests" / "features.toml"
+DOCS = Path(__file__).parent
+OUTPUT = DOCS / "support-matrix.md"
+FEATURES = DOCS.parent / "tests" / "features.toml"
+CONTRACT = DOCS / "contract-record.json"
+SWEEP = DOCS / "sweep-record.json"
 
 
-def _features(versions: list[str]) -> list[str]:
-    """Lines x features: tested, or unsupported with the vLLM reason (tests/features.toml)."""
+def _record(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _runs(versions: list[str], chosen: set[str]) -> str:
+    """The chosen releases as runs of consecutive releases: "0.9.0 to 0.10.0, 0.12.0"."""
+    runs: list[list[str]] = []
+    for index, version in enumerate(versions):
+        if version not in chosen:
+            continue
+        if runs and versions.index(runs[-1][-1]) == index - 1:
+            runs[-1].append(version)
+        else:
+            runs.append([version])
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]} to {run[-1]}" for run in runs) or "-"
+
+
+def _releases() -> list[str]:
+    supported = window()
+    contract, sweep = _record(CONTRACT), _record(SWEEP)
+    out = [
+        "## Releases",
+        "",
+        f"Every final release from {supported.describe()}. *Anchor*: the whole suite runs "
+        "on it in every CI run. *Swept*: the end-to-end smoke (`nox -s sweep`: offline "
+        "generation token-exact against HF with chunked prefill and prefix caching, a "
+        "`vllm serve` completion, ngram speculative decoding, and every backport's "
+        "reproducer); CI sweeps a rotating share of these releases, and the column shows "
+        "the last recorded sweep. *Contract*: the static contract on the release's source "
+        "(`nox -s contract`, every CI run).",
+        "",
+        "| vLLM | role | torch | pins | contract | sweep |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for version in supported.releases:
+        env = supported.environment(version)
+        if version == supported.default:
+            role = "anchor (default)"
+        elif version in supported.anchors:
+            role = "anchor"
+        elif version in supported.unavailable:
+            role = "not installable"
+        else:
+            role = "swept"
+        checked = contract.get(version)
+        verdict = (
+            f"ok ({len(checked['patches applied'])} patches apply)" if checked else "not recorded"
+        )
+        if version in supported.unavailable:
+            swept = f"none: {supported.unavailable[version]}"
+        elif version in supported.anchors:
+            swept = "whole suite in CI"
+        elif version in sweep:
+            run = sweep[version]
+            swept = f"{run['result']} at `{run['commit']}` ({run['tests']}; {run['seconds']} s)"
+        else:
+            swept = "not swept yet"
+        pins = Path(env.constraints).name
+        out.append(f"| {version} | {role} | {env.torch} | `{pins}` | {verdict} | {swept} |")
+    return out
+
+
+def _features(anchors: list[str]) -> list[str]:
+    """Anchors x features: tested, or unsupported with the vLLM reason (tests/features.toml)."""
     features = tomllib.loads(FEATURES.read_text())["feature"]
     out = [
-        "## Features by line",
+        "## Features by anchor",
         "",
-        "`tested`: the feature's end-to-end tests run and pass on that line in CI. "
-        "`no (n)`: that vLLM release cannot run it, reason n below; its tests skip there "
-        "with that reason.",
+        "`tested`: the feature's end-to-end tests run and pass on that anchor in CI, in CPU "
+        "mode. `no (n)`: that vLLM release cannot run it, reason n below; its tests skip "
+        "there with that reason.",
         "",
-        "| feature | tests | " + " | ".join(versions) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in versions) + " |",
+        "| feature | tests | " + " | ".join(anchors) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in anchors) + " |",
     ]
     reasons: list[str] = []
     for feature in features:
         cells = []
-        for version in versions:
+        for version in anchors:
             reason = feature.get("unsupported", {}).get(version)
             if reason:
                 reasons.append(f"{version}, {feature['id']}: {reason}")
@@ -49,47 +116,46 @@ def _features(versions: list[str]) -> list[str]:
     return out
 
 
-def render() -> str:
-    default, lines = load_lines()
+def _patches(releases: list[str]) -> list[str]:
     out = [
-        "# Support matrix",
+        "## Patches",
         "",
-        "Generated by `docs/support_matrix.py` from `vllm_ascend_compat/release_lines.toml` "
-        "and the patch registry (`patches/`). Do not edit by hand: run `nox -s docs`.",
+        "Each patch applies to exactly the releases its range holds; the static contract "
+        "checks on every release's source that the range is true (see "
+        "docs/writing-a-patch.md).",
         "",
-        "## Release lines",
-        "",
-        "| vLLM line | nox session | torch | pins | extra requirements |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for line in lines:
-        session = "`tests`" if line.version == default else f"`tests-{line.version}`"
-        pins = Path(line.constraints).name
-        out.append(
-            f"| {line.version}{' (default)' if line.version == default else ''} | {session} "
-            f"| {line.torch} | `{pins}` | {', '.join(line.requires) or '-'} |"
-        )
-    out += ["", *_features([line.version for line in lines])]
-    out += [
-        "",
-        "## Patches by line",
-        "",
-        "`applied`: the line lacks the fix, the patch is applied there. "
-        "`-`: not needed on that line (fixed upstream, or not yet broken).",
-        "",
-        "| patch | phase | kind | vLLM | upstream | "
-        + " | ".join(line.version for line in lines)
-        + " |",
-        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in lines) + " |",
+        "| patch | phase | kind | vLLM | upstream | applies to |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for p in ALL:
         link = p.upstream if p.upstream == "NPU only" else f"[link]({p.upstream})"
-        cells = ["applied" if p.applies_to(Version(line.version)) else "-" for line in lines]
+        served = {v for v in releases if p.applies_to(Version(v))}
         out.append(
             f"| `{p.id}` | {p.phase.value} | {p.kind.value} | `{p.versions}` | {link} | "
-            + " | ".join(cells)
-            + " |"
+            f"{_runs(releases, served)} |"
         )
+    return out
+
+
+def render() -> str:
+    supported = window()
+    out = [
+        "# Support matrix",
+        "",
+        "Generated by `docs/support_matrix.py` from `vllm_ascend_compat/releases.toml`, the "
+        "patch registry and the recorded runs (`docs/contract-record.json`, "
+        "`docs/sweep-record.json`). Do not edit by hand: run `nox -s docs`.",
+        "",
+        "What ran where: every test here ran in CPU mode (`VLLM_ASCEND_COMPAT_CPU=1`) on "
+        "x86 machines without an NPU. Nothing has run on real Ascend hardware; the NPU "
+        "path is checked against torch_npu's op schemas only.",
+        "",
+        *_releases(),
+        "",
+        *_features(list(supported.anchors)),
+        "",
+        *_patches(list(supported.releases)),
+    ]
     return "\n".join(out) + "\n"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -92,12 +94,28 @@ def tp1(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, vllm_release
 
 @pytest.fixture(scope="session")
 def oracle(tiny_model: Path) -> dict[str, list[int]]:
-    """HF transformers' greedy tokens for every e2e prompt."""
+    """HF transformers' greedy tokens for every e2e prompt, computed once per model, prompts,
+    torch and transformers: kept on disk, so the sweep's releases share them."""
+    import torch
+    import transformers
     from e2e import FIRST, LONG, MAX_TOKENS, SECOND
 
+    from vllm_ascend_compat import envs
     from vllm_ascend_compat.testing import hf_greedy
 
+    key = hashlib.sha256(
+        json.dumps(
+            [FIRST, SECOND, LONG, MAX_TOKENS, torch.__version__, transformers.__version__]
+        ).encode()
+    )
+    for path in sorted(tiny_model.iterdir()):
+        key.update(path.read_bytes())
+    cached = envs.cache_dir() / "hf-reference" / f"{key.hexdigest()[:24]}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
     prompts = sorted(set(FIRST + SECOND))
     result = dict(zip(prompts, hf_greedy(tiny_model, prompts, MAX_TOKENS), strict=True))
     result.update(zip(LONG, hf_greedy(tiny_model, LONG, MAX_TOKENS, ignore_eos=True), strict=True))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(result))
     return result

@@ -8,7 +8,7 @@ from packaging.version import Version
 
 from vllm_ascend_compat.patches import ALL
 
-pytestmark = pytest.mark.usefixtures("vllm_release")
+pytestmark = [pytest.mark.usefixtures("vllm_release"), pytest.mark.sweep]
 
 PATCHES = {p.id: p for p in ALL}
 
@@ -143,7 +143,8 @@ for stop_kind in ("eos", "stop_token"):
 
 
 def test_stop_token_at_max_tokens_reproducer(vllm_release: str) -> None:
-    if not _applies("stop-token-before-length-cap", vllm_release):
+    ids = ("stop-token-before-length-cap-no-pooling", "stop-token-before-length-cap")
+    if not any(_applies(patch_id, vllm_release) for patch_id in ids):
         output = check_python(
             MAKE_REQUEST + REPRO_STOP_AT_MAX_TOKENS.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1"
         )
@@ -410,7 +411,11 @@ print("REPORT", {{o.patch_id: o.status.value for o in patching.report()}})
 
 
 def test_min_tokens_keeps_length_caps_reproducer(vllm_release: str) -> None:
-    ids = ("min-tokens-keeps-length-caps-request-eos", "min-tokens-keeps-length-caps")
+    ids = (
+        "min-tokens-keeps-length-caps-pooling",
+        "min-tokens-keeps-length-caps-request-eos",
+        "min-tokens-keeps-length-caps",
+    )
     script = REPRO_MIN_TOKENS_AT_MAX_MODEL_LEN
     patched = check_python(MAKE_REQUEST + script.format(patched=True), VLLM_ASCEND_COMPAT_CPU="1")
     assert "AT_LEN True FINISHED_LENGTH_CAPPED" in patched

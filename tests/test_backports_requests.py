@@ -15,7 +15,7 @@ from packaging.version import Version
 
 from vllm_ascend_compat.patches import ALL
 
-pytestmark = pytest.mark.usefixtures("vllm_release")
+pytestmark = [pytest.mark.usefixtures("vllm_release"), pytest.mark.sweep]
 
 PATCHES = {p.id: p for p in ALL}
 OOV_STOP_IDS = (

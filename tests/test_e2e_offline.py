@@ -12,6 +12,7 @@ from e2e import FIRST, LONG, MAX_MODEL_LEN, SECOND, greedy_tokens, run_llm
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 
 
+@pytest.mark.sweep
 @pytest.mark.feature("offline")
 @pytest.mark.feature("chunked-prefill")
 def test_greedy_tokens_equal_hf(tp1: dict[str, Any], oracle: dict[str, list[int]]) -> None:
@@ -28,6 +29,7 @@ def test_greedy_tokens_equal_hf(tp1: dict[str, Any], oracle: dict[str, list[int]
         assert g == oracle[p], f"prompt {p[:40]!r}: vLLM {g[:12]} vs HF {oracle[p][:12]}"
 
 
+@pytest.mark.sweep
 @pytest.mark.feature("prefix-caching")
 def test_second_batch_reused_the_cached_prefix(tp1: dict[str, Any]) -> None:
     second = tp1["batches"][1]
@@ -46,6 +48,7 @@ def test_long_prompt_stops_at_the_model_length(tp1: dict[str, Any]) -> None:
     assert long_out["finish_reason"] == "length"
 
 
+@pytest.mark.sweep
 def test_engine_ran_through_the_plugin(tp1: dict[str, Any]) -> None:
     print(f"engine start {tp1['engine_start_seconds']:.1f}s, "
           f"{tp1['tokens_per_second']:.0f} tokens/s")  # fmt: skip

@@ -126,6 +126,7 @@ def _offline(tp1: dict[str, Any], prompt: str) -> list[int]:
     return outputs[prompts.index(prompt)]["tokens"][:MAX_TOKENS]
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("stream", [False, True])
 def test_completions_match_the_offline_run(server: str, tp1: dict[str, Any], stream: bool) -> None:
     for prompt in FIRST[:3]:

@@ -7,6 +7,7 @@ import torch
 
 from vllm_ascend_compat import ops
 
+pytestmark = pytest.mark.release_independent
 C = torch.ops._C_ascend_compat
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TOLERANCE = {

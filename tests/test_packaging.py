@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib.resources
 import re
 
+import pytest
 from conftest import REPO_ROOT
 from packaging.specifiers import SpecifierSet
 
 from vllm_ascend_compat.patches import ALL
+
+pytestmark = pytest.mark.release_independent
 
 CHECKOUT = REPO_ROOT / "vllm_ascend_compat"
 

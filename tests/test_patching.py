@@ -7,6 +7,8 @@ import itertools
 import pytest
 from conftest import check_python, run_python
 
+pytestmark = pytest.mark.release_independent
+
 PREAMBLE = "import sys\nfrom targets.harness import *\n"
 
 

@@ -7,6 +7,8 @@ import json
 import pytest
 from conftest import check_python, run_python
 
+from vllm_ascend_compat import release
+
 pytestmark = pytest.mark.usefixtures("vllm_release")
 
 RESOLVE = """
@@ -63,22 +65,23 @@ assert per_call < 1e-3, per_call
     )
 
 
-def test_unsupported_release_fails_at_load_with_the_lines_and_the_opt_in() -> None:
+def test_unsupported_release_fails_at_load_with_the_window_and_the_opt_in() -> None:
     proc = run_python(
         "from vllm.plugins import load_general_plugins; load_general_plugins()",
         VLLM_ASCEND_COMPAT_CPU="1",
-        VLLM_ASCEND_COMPAT_VLLM_VERSION="0.10.0",
+        VLLM_ASCEND_COMPAT_VLLM_VERSION="0.8.5",
     )
     assert proc.returncode != 0
-    assert "vLLM 0.10.0 is not a supported release. Supported lines:" in proc.stderr
+    window = f"outside the supported window: every release from {release.window().describe()}"
+    assert f"vLLM 0.8.5 is {window}" in proc.stderr
     assert "VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED=1" in proc.stderr
 
 
 def test_unsupported_release_is_logged_by_the_platform_plugin_too() -> None:
     output = check_python(
-        RESOLVE, VLLM_ASCEND_COMPAT_CPU="1", VLLM_ASCEND_COMPAT_VLLM_VERSION="0.10.0"
+        RESOLVE, VLLM_ASCEND_COMPAT_CPU="1", VLLM_ASCEND_COMPAT_VLLM_VERSION="0.8.5"
     )
-    assert "vllm-ascend-compat cannot load: vLLM 0.10.0 is not a supported release" in output
+    assert "vllm-ascend-compat cannot load: vLLM 0.8.5 is outside the supported window" in output
     assert _platform(output) != "vllm_ascend_compat.platform.NPUPlatform"
 
 
@@ -86,7 +89,7 @@ def test_opt_in_proceeds_on_an_unsupported_release_with_a_warning() -> None:
     output = check_python(
         RESOLVE,
         VLLM_ASCEND_COMPAT_CPU="1",
-        VLLM_ASCEND_COMPAT_VLLM_VERSION="0.10.0",
+        VLLM_ASCEND_COMPAT_VLLM_VERSION="0.8.5",
         VLLM_ASCEND_COMPAT_ALLOW_UNSUPPORTED="1",
     )
     assert _platform(output) == "vllm_ascend_compat.platform.NPUPlatform"
@@ -99,7 +102,7 @@ def test_doctor_prints_the_plan_and_exits_zero(vllm_release: str) -> None:
         "from vllm_ascend_compat.cli import main; raise SystemExit(main(['doctor']))",
         VLLM_ASCEND_COMPAT_CPU="1",
     )
-    assert f"line {vllm_release}" in output
+    assert f"in the window {release.window().describe()}" in output
     assert "active on cpu" in output
     assert f"patch plan for vLLM {vllm_release}:" in output
 
@@ -113,7 +116,7 @@ def test_doctor_json_lists_every_patch_with_its_check(vllm_release: str) -> None
     report = json.loads(proc.stdout[proc.stdout.index("{") :])
     from vllm_ascend_compat.patches import ALL
 
-    assert report["vllm"]["line"] == vllm_release
+    assert report["vllm"]["release"] == vllm_release and report["vllm"]["supported"]
     assert [row["id"] for row in report["patches"]] == [p.id for p in ALL]
     for row in report["patches"]:
         assert row["check"] in ("ok", "not needed"), row

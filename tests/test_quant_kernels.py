@@ -7,6 +7,7 @@ import torch
 
 from vllm_ascend_compat import ops
 
+pytestmark = pytest.mark.release_independent
 C = torch.ops._C_ascend_compat
 TOLERANCE = {
     torch.float32: {"atol": 1e-4, "rtol": 1e-5},

@@ -23,6 +23,7 @@ def test_patch_still_serves_a_release_of_the_window(patch) -> None:
     )
 
 
+@pytest.mark.sweep
 def test_out_of_range_patches_are_neither_imported_nor_applied(vllm_release: str) -> None:
     """Impl modules load only on the releases their name serves (``before_0_18``: < 0.18,
     ``since_0_30``: >= 0.30)."""

@@ -134,6 +134,7 @@ def _empty_output() -> torch.Tensor:
     return torch.full((BATCH, SPEC + 1), -1, dtype=torch.int32)
 
 
+@pytest.mark.release_independent
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("all_greedy", [True, False])
 def test_greedy_kernel_matches_the_triton_program(seed: int, all_greedy: bool) -> None:
@@ -150,6 +151,7 @@ def test_greedy_kernel_matches_the_triton_program(seed: int, all_greedy: bool) -
     assert out.tolist() == expected
 
 
+@pytest.mark.release_independent
 @pytest.mark.parametrize("seed", range(8))
 def test_greedy_kernel_synthetic_mode_matches_the_triton_program(seed: int) -> None:
     b = _batch(seed, padded=True)
@@ -166,6 +168,7 @@ def test_greedy_kernel_synthetic_mode_matches_the_triton_program(seed: int) -> N
     assert out.tolist() == expected
 
 
+@pytest.mark.release_independent
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("with_draft_probs", [True, False])
 def test_random_kernel_matches_the_triton_program(seed: int, with_draft_probs: bool) -> None:
@@ -186,6 +189,7 @@ def test_random_kernel_matches_the_triton_program(seed: int, with_draft_probs: b
     assert accepted.any(), "the inputs should accept some drafts"
 
 
+@pytest.mark.release_independent
 def test_random_kernel_outcomes_forced_by_the_probabilities() -> None:
     """A draft with target probability 1 is accepted for any u; with 0 it is rejected."""
     cu = torch.tensor([2, 2, 5], dtype=torch.int32)
@@ -202,6 +206,7 @@ def test_random_kernel_outcomes_forced_by_the_probabilities() -> None:
     assert out.tolist() == [[3, 4, 7, -1, -1], [8, -1, -1, -1, -1], [1, 5, -1, -1, -1]]
 
 
+@pytest.mark.release_independent
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("with_draft_probs", [True, False])
 @pytest.mark.parametrize("inverted", [True, False])
@@ -221,6 +226,7 @@ def test_recovered_tokens_match_the_triton_program(
     assert out.tolist() == expected
 
 
+@pytest.mark.release_independent
 def test_recovered_token_never_the_draft_without_draft_probs() -> None:
     """The draft token's own probability is left out (ngram drafts have no probabilities)."""
     target = torch.zeros(1, VOCAB)
@@ -233,6 +239,7 @@ def test_recovered_token_never_the_draft_without_draft_probs() -> None:
     assert out.item() != 4
 
 
+@pytest.mark.release_independent
 def test_expand_matches_the_triton_program() -> None:
     values = torch.tensor([-1.0, 0.5, -1.0, 2.0])
     cu = torch.tensor([3, 3, 5, 9], dtype=torch.int32)
@@ -294,6 +301,7 @@ print("RESULT " + __import__("json").dumps(results))
 """
 
 
+@pytest.mark.sweep
 @pytest.mark.feature("spec-decoding")
 def test_line_rejection_sample_runs_on_the_torch_kernels(vllm_release: str) -> None:
     """vLLM's own ``rejection_sample`` of the installed line, on the patched kernels."""
@@ -346,6 +354,7 @@ def spec_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, vllm_re
 
 
 @pytest.mark.e2e
+@pytest.mark.sweep
 @pytest.mark.feature("spec-decoding")
 def test_ngram_spec_decode_equals_plain_greedy(
     spec_run: dict[str, Any], tp1: dict[str, Any], oracle: dict[str, list[int]], vllm_release: str

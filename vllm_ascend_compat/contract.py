@@ -25,7 +25,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from vllm_ascend_compat.patching import Patch
+from vllm_ascend_compat.patching import Kind, Patch
 from vllm_ascend_compat.source import Definition, ReleaseSource
 
 CORE = Path(__file__).parent
@@ -86,6 +86,12 @@ def _check_patch(
 ) -> Finding:
     subject = f"patch {patch.id}"
     shape = target.shape if target is not None else None
+    if patch.kind is Kind.ADD_MISSING:  # out of range, vLLM has it or has moved it since
+        if patch.applies_to(release) and target is not None:
+            return Finding(subject, False, f"in range but vLLM defines {patch.target} already")
+        if patch.applies_to(release):
+            return Finding(subject, True, "applies: adds what vLLM lacks")
+        return Finding(subject, True, "not needed: out of range")
     if target is None:
         if patch.applies_to(release):
             return Finding(subject, False, f"in range but {patch.target} is not in the source")

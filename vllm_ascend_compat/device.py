@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -98,6 +99,12 @@ class Device:
         """Let vLLM's CUDA-named event and stream calls reach this device."""
         yield
 
+    def properties(self, device: Any = None) -> SimpleNamespace:
+        """What vLLM 0.9.0 and 0.9.1's runner reads from ``torch.cuda.get_device_properties``
+        in its constructor; the SM count serves only cascade attention, which the platform
+        turns off."""
+        return SimpleNamespace(name=self.name(), multi_processor_count=1)
+
 
 class NpuDevice(Device):
     type = "npu"
@@ -150,10 +157,11 @@ class NpuDevice(Device):
     @contextlib.contextmanager
     def as_cuda(self) -> Iterator[None]:
         names = ("Event", "Stream", "current_stream", "default_stream", "stream")
-        saved = {name: getattr(torch.cuda, name) for name in names}
+        saved = {name: getattr(torch.cuda, name) for name in (*names, "get_device_properties")}
         try:
             for name in names:
                 setattr(torch.cuda, name, getattr(self.npu, name))
+            torch.cuda.get_device_properties = self.properties
             yield
         finally:
             for name, value in saved.items():
@@ -217,9 +225,11 @@ class CpuDevice(Device):
         # raises on the CPU backend.
         targets = [(torch.cuda, "Event"), (torch.cuda, "Stream"), (torch, "Event")]
         saved = [(owner, name, getattr(owner, name)) for owner, name in targets]
+        saved.append((torch.cuda, "get_device_properties", torch.cuda.get_device_properties))
         try:
-            for owner, name, _ in saved:
+            for owner, name, _ in saved[:-1]:
                 setattr(owner, name, _HostEvent)
+            torch.cuda.get_device_properties = self.properties
             yield
         finally:
             for owner, name, value in saved:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Run the plugin on the CPU (kernels on the CPU, device type "cpu") instead of an NPU.
 CPU_MODE = "VLLM_ASCEND_COMPAT_CPU"
@@ -23,6 +24,10 @@ _TRUE = {"1", "true", "yes", "on"}
 
 def flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE, Path.home() / ".cache" / "vllm-ascend-compat"))
 
 
 def id_list(name: str) -> list[str]:

@@ -201,8 +201,7 @@ def build_dir() -> Path:
         digest.update(part.encode())
     for source in sorted(SOURCES.glob("*.cpp")):
         digest.update(source.read_bytes())
-    root = Path(os.environ.get(envs.CACHE, Path.home() / ".cache" / "vllm-ascend-compat"))
-    return root / "ops" / f"torch-{torch.__version__}-{digest.hexdigest()[:16]}"
+    return envs.cache_dir() / "ops" / f"torch-{torch.__version__}-{digest.hexdigest()[:16]}"
 
 
 def _load_compiled() -> None:

@@ -42,7 +42,7 @@ class Phase(enum.Enum):
 class Kind(enum.Enum):
     REPLACE = "replace"  # impl(original) returns a plain replacement: no wrapper, hot-path safe
     WRAP = "wrap"  # impl(wrapped, instance, args, kwargs) is a wrapt wrapper: cold paths only
-    ADD_MISSING = "add-missing"  # impl is the object to add; the target must not exist yet
+    ADD_MISSING = "add-missing"  # impl is the object to add; the owner must not define it yet
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,8 @@ def parameter_shape(obj: Any) -> str:
     func: Any = obj.fget if isinstance(obj, property) else obj
     if isinstance(func, staticmethod | classmethod):
         func = func.__func__
+    if hasattr(func, "arg_names") and callable(getattr(func, "fn", None)):
+        func = func.fn  # a Triton kernel (where triton imports): the function it compiles
     params = list(inspect.signature(func).parameters.values())
     parts: list[str] = []
     for i, p in enumerate(params):
@@ -182,11 +184,11 @@ def parameter_shape(obj: Any) -> str:
 def check_target(patch: Patch) -> str | None:
     """Why the patch cannot apply to the loaded target, or None when it can."""
     try:
-        _, _, raw, _ = resolve_target(patch)
+        _, _, raw, own = resolve_target(patch)
     except (KeyError, AttributeError) as err:
         return f"target not found ({err})"
-    if patch.kind is Kind.ADD_MISSING:
-        if raw is not _MISSING and patch.id not in _applied:
+    if patch.kind is Kind.ADD_MISSING:  # an inherited attribute (object.__new__) may be added
+        if own and patch.id not in _applied:
             return "target already exists: upstream added it, narrow the version range"
         return None
     if raw is _MISSING:

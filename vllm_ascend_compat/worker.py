@@ -8,6 +8,7 @@ through :mod:`vllm_ascend_compat.device`; graph capture is not used (eager only)
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any
 
 import torch
@@ -33,6 +34,29 @@ except ImportError:
     NO_COMPILATION = 0.0
 
 
+def _init_distributed(
+    vllm_config: Any, rank: int, init_method: str | None, local_rank: int
+) -> None:
+    """vLLM's worker distributed setup over this device's backend (HCCL or gloo)."""
+    backend = current_platform.dist_backend
+    if "backend" in inspect.signature(init_worker_distributed_environment).parameters:
+        init_worker_distributed_environment(vllm_config, rank, init_method, local_rank, backend)
+    else:  # 0.9.0 and 0.9.1 take no backend (NCCL is the default): the same steps, with ours
+        from vllm.distributed import (
+            ensure_model_parallel_initialized,
+            init_distributed_environment,
+            set_custom_all_reduce,
+        )
+        from vllm.distributed.kv_transfer import ensure_kv_transfer_initialized
+
+        parallel = vllm_config.parallel_config
+        set_custom_all_reduce(not parallel.disable_custom_all_reduce)
+        init_distributed_environment(parallel.world_size, rank, init_method, local_rank, backend)
+        tensor, pipeline = parallel.tensor_parallel_size, parallel.pipeline_parallel_size
+        ensure_model_parallel_initialized(tensor, pipeline)
+        ensure_kv_transfer_initialized(vllm_config)
+
+
 class NPUModelRunner(GPUModelRunner):
     def __init__(self, vllm_config: Any, device: torch.device) -> None:
         with current_device().as_cuda():
@@ -54,12 +78,8 @@ class NPUWorker(Worker):
         self.device = dev.torch_device(self.local_rank)
         dev.set_device(self.device)
         current_platform.check_if_supports_dtype(self.model_config.dtype)
-        init_worker_distributed_environment(
-            self.vllm_config,
-            self.rank,
-            self.distributed_init_method,
-            self.local_rank,
-            current_platform.dist_backend,
+        _init_distributed(
+            self.vllm_config, self.rank, self.distributed_init_method, self.local_rank
         )
         set_random_seed(self.model_config.seed)
         plugin.apply_phase(patching.Phase.WORKER)
@@ -86,8 +106,10 @@ class NPUWorker(Worker):
             max_num_reqs = min(
                 self.scheduler_config.max_num_seqs, self.scheduler_config.max_num_batched_tokens
             )
-            hidden_states, last_hidden_states = runner._dummy_run(num_tokens=max_num_reqs)
-            if runner.is_pooling_model:
+            ran = runner._dummy_run(num_tokens=max_num_reqs)
+            # 0.9.0 and 0.9.1 return the sampled positions' hidden states alone
+            hidden_states, last_hidden_states = ran if isinstance(ran, tuple) else (ran, ran)
+            if getattr(runner, "is_pooling_model", False):  # no pooling in V1 before 0.9.2
                 runner._dummy_pooler_run(hidden_states)
             else:
                 runner._dummy_sampler_run(hidden_states=last_hidden_states)

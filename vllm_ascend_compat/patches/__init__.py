@@ -8,6 +8,9 @@ patch applies to the detected release. Installed as ``vllm_ascend_compat.patches
 
 from vllm_ascend_compat.patches import (
     bad_words,
+    custom_ops,
+    device_sync,
+    engine_selection,
     lora,
     ngram,
     prompt_logprobs,
@@ -21,6 +24,9 @@ from vllm_ascend_compat.patches import (
 from vllm_ascend_compat.patching import Patch
 
 ALL: tuple[Patch, ...] = (
+    *engine_selection.PATCHES,
+    *custom_ops.PATCHES,
+    *device_sync.PATCHES,
     *sampling_params.PATCHES,
     *bad_words.PATCHES,
     *request_validation.PATCHES,

@@ -1,0 +1,31 @@
+"""The out-of-tree CustomOp registry of 0.9.2, for 0.9.0 and 0.9.1."""
+
+from typing import Any
+
+op_registry_oot: dict[str, type] = {}
+
+
+def _register_oot(cls: Any, _decorated_op_cls: Any = None, name: str | None = None) -> Any:
+    """``CustomOp.register_oot(MyRMSNorm, name="RMSNorm")``, or as a decorator."""
+
+    def decorator(op_cls: type) -> type:
+        registered = name if name is not None else cls.__name__
+        assert registered not in op_registry_oot, f"Duplicate op name: {registered}"
+        op_cls.name = registered  # type: ignore[attr-defined]
+        op_registry_oot[registered] = op_cls
+        return op_cls
+
+    return decorator if _decorated_op_cls is None else decorator(_decorated_op_cls)
+
+
+register_oot = classmethod(_register_oot)
+
+
+def _new(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """Instantiate the class registered under this layer's class name, if any (once per
+    layer, at model construction)."""
+    chosen = op_registry_oot.get(cls.__name__, cls)
+    return object.__new__(chosen)
+
+
+instantiate_registered = staticmethod(_new)
