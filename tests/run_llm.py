@@ -125,7 +125,9 @@ if __name__ == "__main__":
     counters = {}
     if not spec["llm"].get("disable_log_stats", True):
         counters = {
-            m.name: m.value for m in llm.get_metrics() if m.name.startswith("vllm:prefix_cache")
+            m.name: m.value
+            for m in llm.get_metrics()
+            if m.name.startswith(("vllm:prefix_cache", "vllm:gpu_prefix_cache"))
         }
     result = {
         "batches": batches,

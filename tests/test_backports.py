@@ -29,19 +29,22 @@ mine = [p for p in ALL if p.applies_to(rel)]
 originals = {}
 for p in mine:
     importlib.import_module(p.module)
-    owner, name, raw, _ = patching.resolve_target(p)
-    originals[p.id] = (owner, name, raw)
+    owner, name, _, own = patching.resolve_target(p)
+    originals[p.id] = (owner, name, vars(owner).get(name), own)
 import vllm.v1.core.sched.scheduler  # holds check_stop by name
 for phase in patching.Phase:
     plugin.apply_phase(phase)
 for p in mine:
-    owner, name, raw = originals[p.id]
+    owner, name, raw, _ = originals[p.id]
     assert vars(owner)[name] is not raw, p.id
     assert patching.is_applied(p.id)
 patching.unpatch()
 for p in mine:
-    owner, name, raw = originals[p.id]
-    assert vars(owner)[name] is raw, p.id
+    owner, name, raw, own = originals[p.id]
+    if own:
+        assert vars(owner)[name] is raw, p.id
+    else:  # an added member (add-missing) is removed again
+        assert name not in vars(owner), p.id
 """,
         VLLM_ASCEND_COMPAT_CPU="1",
     )
