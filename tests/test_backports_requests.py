@@ -166,14 +166,20 @@ given = dict(
     req_ids=["a", "b", "c"], spec_decode_unsupported_reqs=set(), num_speculative_tokens=2,
 )
 params = inspect.signature(proposer.propose).parameters
-if "context_token_ids" in params:  # 0.9.2: the runner proposes request by request
+if "context_token_ids" in params:  # up to 0.9.2: the runner proposes request by request
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
     batch = SimpleNamespace(
         req_ids=given["req_ids"], spec_decode_unsupported_reqs=set(),
-        num_tokens_no_spec=num_tokens, token_ids_cpu=token_ids,
+        num_tokens_no_spec=num_tokens, token_ids_cpu=token_ids, min_p_reqs=set(),
+        frequency_penalties_reqs=set(), presence_penalties_reqs=set(),
+        repetition_penalties_reqs=set(), num_logprobs={{}},
     )
     runner = SimpleNamespace(input_batch=batch, max_model_len=64, drafter=proposer)
-    drafts = GPUModelRunner.propose_ngram_draft_token_ids(runner, sampled)
+    if hasattr(GPUModelRunner, "propose_ngram_draft_token_ids"):
+        drafts = GPUModelRunner.propose_ngram_draft_token_ids(runner, sampled)
+    else:  # 0.9.0 and 0.9.1 write the sampled token into the row first
+        batch.num_tokens_no_spec = num_tokens - 1
+        drafts = GPUModelRunner.generate_draft_token_ids(runner, sampled, None)
 else:
     drafts = proposer.propose(**{{k: v for k, v in given.items() if k in params}})
 print("DRAFTS", [list(map(int, d)) for d in drafts])
