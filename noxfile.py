@@ -41,7 +41,7 @@ CACHE = Path(os.environ.get("VLLM_ASCEND_COMPAT_CACHE", Path.home() / ".cache/vl
 REPORTS = ROOT / ".reports"  # JUnit files, summarised by .ci/summary.py
 SWEEP_RECORD = ROOT / "docs" / "sweep-record.json"  # the last recorded sweep of each release
 # CI sweeps one share of the window's non-anchor releases per run, chosen by the commit
-# count, so that every release is swept once every SWEEP_SHARES runs (3 releases a run).
+# count, so that every release is swept once every SWEEP_SHARES commits (3 releases a run).
 SWEEP_SHARES = 12
 
 BUILD_TOOLS = [
@@ -256,9 +256,10 @@ def junit_counts(report: Path) -> tuple[int, int, int]:
 
 
 def ci_sweep_share() -> list[str]:
-    """This commit's share of the non-anchor releases (the commit count picks the share)."""
-    count = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    """This commit's share of the non-anchor releases, picked by the number of commits that
+    changed more than docs/ (so recording a sweep's results does not move the share)."""
+    count = subprocess.run(["git", "rev-list", "--count", "HEAD", "--", ".", ":!docs"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
     share = int(count or 0) % SWEEP_SHARES
     swept = [v for v in WINDOW if v not in ANCHORS and v not in UNAVAILABLE]
     return swept[share::SWEEP_SHARES]
