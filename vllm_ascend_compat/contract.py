@@ -133,7 +133,7 @@ class _Import:
     module: str  # the vLLM module imported from
     name: str | None  # the name imported, None for ``import vllm.x``
     where: str  # "platform.py:13"
-    group: tuple[int, int, int] | None  # (id of the try/if, branch, branches), None: always
+    group: tuple[str, int, int] | None  # (the try/if's place, branch, branches), None: always
 
 
 def core_imports() -> list[_Import]:
@@ -143,7 +143,7 @@ def core_imports() -> list[_Import]:
         if path.stem in NOT_CORE:
             continue
         tree = ast.parse(path.read_text())
-        for node, group in _walk(tree.body, None):
+        for node, group in _walk(tree.body, None, str(path.relative_to(CORE))):
             where = f"{path.relative_to(CORE)}:{node.lineno}"
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "vllm":
                 assert node.module is not None
@@ -158,8 +158,10 @@ def core_imports() -> list[_Import]:
 
 
 def _walk(
-    statements: list[ast.stmt], group: tuple[int, int, int] | None
-) -> Iterator[tuple[ast.stmt, tuple[int, int, int] | None]]:
+    statements: list[ast.stmt], group: tuple[str, int, int] | None, file: str
+) -> Iterator[tuple[ast.stmt, tuple[str, int, int] | None]]:
+    """Each statement with the try/if branch it sits in, named by the file and line of the
+    try/if (a stable name: node ids are reused once a file's tree is freed)."""
     for statement in statements:
         if isinstance(statement, ast.Try):
             branches = [statement.body, *(h.body for h in statement.handlers)]
@@ -167,10 +169,11 @@ def _walk(
             branches = [statement.body, statement.orelse]
         else:
             branches = []
+        place = f"{file}:{statement.lineno}:{statement.col_offset}"
         for index, branch in enumerate(branches):
-            yield from _walk(branch, (id(statement), index, len(branches)))
+            yield from _walk(branch, (place, index, len(branches)), file)
         if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            yield from _walk(statement.body, group)
+            yield from _walk(statement.body, group, file)
         elif not branches:
             yield statement, group
 
@@ -216,7 +219,7 @@ def check_imports(src: ReleaseSource, release: Version, patches: Iterable[Patch]
     return findings
 
 
-def _some_branch_resolves(group: int, imports: list[_Import], ok: dict[_Import, bool]) -> bool:
+def _some_branch_resolves(group: str, imports: list[_Import], ok: dict[_Import, bool]) -> bool:
     """One branch of the try/if finds all its names (a branch with none always does)."""
     mine = [item for item in imports if item.group is not None and item.group[0] == group]
     branches: dict[int, list[bool]] = {index: [] for index in range(mine[0].group[2])}  # type: ignore[index]
@@ -269,7 +272,7 @@ def _vllm_base(src: ReleaseSource, module: ast.Module, base: ast.expr) -> Defini
     node = base.value if isinstance(base, ast.Subscript) else base
     if not isinstance(node, ast.Name):
         return None
-    for statement, _ in _walk(module.body, None):
+    for statement, _ in _walk(module.body, None, ""):
         if isinstance(statement, ast.ImportFrom) and (statement.module or "").startswith("vllm"):
             for alias in statement.names:
                 if (alias.asname or alias.name) == node.id:
