@@ -166,6 +166,8 @@ given = dict(
     req_ids=["a", "b", "c"], spec_decode_unsupported_reqs=set(), num_speculative_tokens=2,
 )
 params = inspect.signature(proposer.propose).parameters
+if "ndarray" in str(getattr(params.get("sampled_token_ids"), "annotation", "")):
+    given["sampled_token_ids"] = [np.array(s, dtype=np.int32) for s in sampled]  # 0.11.1-0.11.2
 if "context_token_ids" in params:  # up to 0.9.2: the runner proposes request by request
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
     batch = SimpleNamespace(
