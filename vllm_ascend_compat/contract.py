@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from packaging.version import Version
@@ -136,15 +137,23 @@ class _Import:
     group: tuple[str, int, int] | None  # (the try/if's place, branch, branches), None: always
 
 
-def core_imports() -> list[_Import]:
+@cache
+def _core_modules() -> tuple[tuple[str, ast.Module], ...]:
+    """The core's and the patches' modules, parsed once for every release checked."""
+    return tuple(
+        (str(path.relative_to(CORE)), ast.parse(path.read_text()))
+        for path in sorted(CORE.rglob("*.py"))
+        if path.stem not in NOT_CORE
+    )
+
+
+@cache
+def core_imports() -> tuple[_Import, ...]:
     """Every vLLM import of the core's and the patches' modules, with its try/if branch."""
     imports: list[_Import] = []
-    for path in sorted(CORE.rglob("*.py")):
-        if path.stem in NOT_CORE:
-            continue
-        tree = ast.parse(path.read_text())
-        for node, group in _walk(tree.body, None, str(path.relative_to(CORE))):
-            where = f"{path.relative_to(CORE)}:{node.lineno}"
+    for file, tree in _core_modules():
+        for node, group in _walk(tree.body, None, file):
+            where = f"{file}:{node.lineno}"
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "vllm":
                 assert node.module is not None
                 imports += [_Import(node.module, a.name, where, group) for a in node.names]
@@ -154,7 +163,7 @@ def core_imports() -> list[_Import]:
                     for a in node.names
                     if a.name.split(".")[0] == "vllm"
                 ]
-    return imports
+    return tuple(imports)
 
 
 def _walk(
@@ -231,10 +240,7 @@ def _some_branch_resolves(group: str, imports: list[_Import], ok: dict[_Import, 
 def check_overrides(src: ReleaseSource) -> list[Finding]:
     """Each core method that overrides a vLLM method takes every call vLLM's accepts."""
     findings = []
-    for path in sorted(CORE.rglob("*.py")):
-        if path.stem in NOT_CORE:
-            continue
-        module = ast.parse(path.read_text())
+    for _, module in _core_modules():
         for cls in (n for n in module.body if isinstance(n, ast.ClassDef)):
             bases = [b for b in (_vllm_base(src, module, base) for base in cls.bases) if b]
             for method in cls.body:

@@ -66,15 +66,15 @@ def no_context_parallel(world_size: int) -> None:
 
 def kv_blocks_kernel(
     grid: tuple[int, ...],
-    num_tokens: int,
+    num_tokens: int,  # the Triton kernel's own parameter names: 0.30's dispatcher binds by them
     max_num_tokens: int,
-    query_start_loc: torch.Tensor,
-    positions: torch.Tensor,
-    block_table: torch.Tensor,
+    query_start_loc_ptr: torch.Tensor,
+    positions_ptr: torch.Tensor,
+    block_table_ptr: torch.Tensor,
     block_table_stride: int,
     block_size: int,
-    slot_mapping_out: torch.Tensor,
-    KV_CACHE_BLOCK_SIZE: int,  # the Triton kernel's own parameter names
+    slot_mapping_ptr: torch.Tensor,
+    KV_CACHE_BLOCK_SIZE: int,
     BLOCKS_PER_KV_BLOCK: int,
     TOTAL_CP_WORLD_SIZE: int,
     TOTAL_CP_RANK: int,
@@ -85,7 +85,7 @@ def kv_blocks_kernel(
     """0.26 to 0.31's kernel: a KV-cache block holds BLOCKS_PER_KV_BLOCK kernel blocks."""
     no_context_parallel(TOTAL_CP_WORLD_SIZE)
     slot_mapping(
-        grid[0] - 1, num_tokens, max_num_tokens, query_start_loc, positions, block_table,
-        block_table_stride, block_size, slot_mapping_out, PAD_ID,
+        grid[0] - 1, num_tokens, max_num_tokens, query_start_loc_ptr, positions_ptr,
+        block_table_ptr, block_table_stride, block_size, slot_mapping_ptr, PAD_ID,
         KV_CACHE_BLOCK_SIZE, BLOCKS_PER_KV_BLOCK,
     )  # fmt: skip
