@@ -16,27 +16,34 @@ set VLLM_ASCEND_COMPAT_CACHE to move them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import subprocess
+import sys
 import time
 import tomllib
 import urllib.request
 from pathlib import Path
 
 import nox
-from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 ROOT = Path(__file__).parent
-RELEASES = tomllib.loads((ROOT / "vllm_ascend_compat" / "releases.toml").read_text())
+sys.path[:0] = [str(ROOT), str(ROOT / ".ci")]  # the release data's reader; the CI summary
+from summary import junit_counts  # noqa: E402
+
+from vllm_ascend_compat.release import Environment, window  # noqa: E402
+
+RELEASES = window()
 PLUGIN_REQUIRES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-WINDOW: list[str] = RELEASES["releases"]
-ANCHORS: list[str] = RELEASES["anchors"]
-DEFAULT: str = RELEASES["default"]
-UNAVAILABLE: dict[str, str] = RELEASES.get("unavailable", {})
+WINDOW = RELEASES.releases
+ANCHORS = RELEASES.anchors
+DEFAULT = RELEASES.default
+UNAVAILABLE = RELEASES.unavailable
+environment = RELEASES.environment
 CACHE = Path(os.environ.get("VLLM_ASCEND_COMPAT_CACHE", Path.home() / ".cache/vllm-ascend-compat"))
 REPORTS = ROOT / ".reports"  # JUnit files, summarised by .ci/summary.py
 SWEEP_RECORD = ROOT / "docs" / "sweep-record.json"  # the last recorded sweep of each release
@@ -66,15 +73,7 @@ nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "contract", "tests"]
 
 
-def environment(version: str) -> dict:
-    """The release data's environment entry for ``version`` (the first range that holds it)."""
-    for env in RELEASES["environment"]:
-        if SpecifierSet(env["releases"]).contains(Version(version)):
-            return env
-    raise LookupError(f"releases.toml declares no environment for vLLM {version}")
-
-
-def environment_name(env: dict) -> str:
+def environment_name(env: Environment) -> str:
     served = [v for v in WINDOW if environment(v) is env]
     return f"{served[0]}-{served[-1]}"
 
@@ -165,17 +164,19 @@ def _installed(session: nox.Session, python: str, dist: str) -> str:
 def venv_for(session: nox.Session, version: str) -> str:
     """The python of the environment that serves ``version``, created on first use."""
     env = environment(version)
-    spec = json.dumps([env, BUILD_TOOLS, TEST_TOOLS, PLUGIN_REQUIRES], sort_keys=True)
+    spec = json.dumps(
+        [dataclasses.asdict(env), BUILD_TOOLS, TEST_TOOLS, PLUGIN_REQUIRES], sort_keys=True
+    )
     digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
     folder = CACHE / "venvs" / f"{environment_name(env)}-{digest}"
     python = str(folder / "bin" / "python")
     if not (folder / "ready").exists():
         session.run("python3.11", "-m", "venv", "--clear", str(folder), external=True)
-        constraints = ["-c", str(ROOT / env["constraints"])]
+        constraints = ["-c", str(ROOT / env.constraints)]
         _pip(session, python, "--upgrade", "pip")
-        _pip(session, python, f"torch=={env['torch']}", *BUILD_TOOLS, *constraints)
-        _pip(session, python, *env.get("requires", []), *TEST_TOOLS, *PLUGIN_REQUIRES,
-             f"torch=={env['torch']}", *constraints)  # fmt: skip
+        _pip(session, python, f"torch=={env.torch}", *BUILD_TOOLS, *constraints)
+        _pip(session, python, *env.requires, *TEST_TOOLS, *PLUGIN_REQUIRES,
+             f"torch=={env.torch}", *constraints)  # fmt: skip
         (folder / "ready").write_text(spec)
     return python
 
@@ -186,7 +187,7 @@ def install_release(session: nox.Session, version: str) -> str:
     env = environment(version)
     if _installed(session, python, "vllm") != f"{version}+empty":
         _pip(session, python, str(_vllm_wheel(session, python, version)),
-             f"torch=={env['torch']}", "-c", str(ROOT / env["constraints"]))  # fmt: skip
+             f"torch=={env.torch}", "-c", str(ROOT / env.constraints))  # fmt: skip
     _pip(session, python, "--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT))
     return python
 
@@ -241,18 +242,6 @@ def sweep_release(session: nox.Session, version: str, record: bool) -> bool:
         ordered = dict(sorted(runs.items(), key=lambda kv: Version(kv[0])))
         SWEEP_RECORD.write_text(json.dumps(ordered, indent=1) + "\n")
     return bool(passed) and not failed
-
-
-def junit_counts(report: Path) -> tuple[int, int, int]:
-    """(passed, failed, skipped) of a JUnit report."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.parse(report).getroot()
-    suite = root.find("testsuite") if root.tag == "testsuites" else root
-    assert suite is not None
-    tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
-    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-    return tests - failed - skipped, failed, skipped
 
 
 def ci_sweep_share() -> list[str]:
@@ -313,7 +302,7 @@ def anchor(session: nox.Session) -> None:
     run_suite(session, session.posargs[0], *session.posargs[1:])
 
 
-def _environment_session(env: dict) -> None:
+def _environment_session(env: Environment) -> None:
     name = environment_name(env)
     anchors = [v for v in ANCHORS if environment(v) is env]
 
@@ -332,7 +321,7 @@ def _environment_session(env: dict) -> None:
     )
 
 
-for _env in RELEASES["environment"]:
+for _env in RELEASES.environments:
     _environment_session(_env)
 
 

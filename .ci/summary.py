@@ -20,21 +20,31 @@ def _order(report: Path) -> tuple:
     return (list(KINDS).index(kind) if kind in KINDS else len(KINDS), numbers)
 
 
+def junit_counts(report: Path) -> tuple[int, int, int]:
+    """(passed, failed, skipped) of a JUnit report; nox's sweep reads its own with this."""
+    suite = _suite(report)
+    tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    return tests - failed - skipped, failed, skipped
+
+
+def _suite(report: Path) -> ET.Element:
+    root = ET.parse(report).getroot()
+    suite = root.find("testsuite") if root.tag == "testsuites" else root
+    assert suite is not None, report
+    return suite
+
+
 def main() -> int:
     total = 0
     print(f"\n{'run':<18} {'passed':>7} {'failed':>7} {'skipped':>8} {'time':>9}")
     for report in sorted(REPORTS.glob("*.xml"), key=_order):
         kind, _, version = report.stem.partition("-")
         label = f"{KINDS.get(kind, kind)} {version}".strip()
-        suite = ET.parse(report).getroot()
-        suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
-        assert suite is not None, report
-        tests = int(suite.get("tests", 0))
-        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-        skipped = int(suite.get("skipped", 0))
-        total += tests - skipped
+        suite = _suite(report)
+        passed, failed, skipped = junit_counts(report)
+        total += passed + failed
         seconds = float(suite.get("time", 0))
-        passed = tests - failed - skipped
         print(f"{label:<18} {passed:>7} {failed:>7} {skipped:>8} {seconds:>8.0f}s")
         reasons = Counter(
             s.get("message", "") for case in suite.iter("testcase") for s in case.iter("skipped")

@@ -16,8 +16,10 @@ from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
+from vllm.plugins import load_general_plugins
 from vllm_ascend_compat import layers, ops
 
+load_general_plugins()  # as every vLLM process does first: the patches (0.9.0's registry)
 assert ops.register() == "compiled"
 layers.register()
 layers.register()  # twice in one process is fine

@@ -90,8 +90,9 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
     """Splits the step into decodes and prefills once, for every layer to reuse."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if "__init__" in vars(AttentionMetadataBuilder):  # 0.10+: (spec, layers, config, device)
+        if "__init__" in vars(AttentionMetadataBuilder):  # 0.10+: (spec, [layers,] config, device)
             super().__init__(*args, **kwargs)
+            self.device = kwargs["device"] if "device" in kwargs else args[-1]  # not kept by 0.10.0
             self._block_table = None
         else:  # 0.9.x: (runner, spec, block_table); the builder copies the slots itself
             runner, _, self._block_table = args

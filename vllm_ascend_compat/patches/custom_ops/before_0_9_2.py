@@ -1,4 +1,5 @@
-"""The out-of-tree CustomOp registry of 0.9.2, for 0.9.0 and 0.9.1."""
+"""The out-of-tree CustomOp registry of 0.9.2, and its custom ops on in eager mode, for 0.9.0
+and 0.9.1."""
 
 from typing import Any
 
@@ -29,3 +30,14 @@ def _new(cls: type, *args: Any, **kwargs: Any) -> Any:
 
 
 instantiate_registered = staticmethod(_new)
+
+
+def custom_ops_on_when_eager(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+    """Once per engine config: drop the ['none'] that vLLM set for inductor when the
+    platform has made the model eager (a list the user gave is left as it was)."""
+    chosen = instance.compilation_config.custom_ops if instance.compilation_config else []
+    chosen = list(chosen)
+    wrapped(*args, **kwargs)
+    compilation, model = instance.compilation_config, instance.model_config
+    if not chosen and compilation.custom_ops == ["none"] and model and model.enforce_eager:
+        compilation.custom_ops = []
