@@ -2,8 +2,9 @@
 
 One virtual environment per environment entry of the release data serves a run of
 releases: torch (the CPU build where it can), the entry's pins, and vLLM built
-from each release's sdist with no compiled kernels (VLLM_TARGET_DEVICE=empty),
-swapped in release by release. Environments, sdists and built wheels live outside
+from each release's sdist with no compiled kernels (VLLM_TARGET_DEVICE=empty), or,
+for a release with no sdist, its CUDA wheel without the kernels, swapped in release
+by release. Environments, sdists and built wheels live outside
 the checkout and are reused, so a fresh clone on the same machine starts warm;
 set VLLM_ASCEND_COMPAT_CACHE to move them.
 
@@ -16,6 +17,7 @@ set VLLM_ASCEND_COMPAT_CACHE to move them.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -26,9 +28,12 @@ import sys
 import time
 import tomllib
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import nox
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).parent
@@ -42,7 +47,6 @@ PLUGIN_REQUIRES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"
 WINDOW = RELEASES.releases
 ANCHORS = RELEASES.anchors
 DEFAULT = RELEASES.default
-UNAVAILABLE = RELEASES.unavailable
 environment = RELEASES.environment
 CACHE = Path(os.environ.get("VLLM_ASCEND_COMPAT_CACHE", Path.home() / ".cache/vllm-ascend-compat"))
 REPORTS = ROOT / ".reports"  # JUnit files, summarised by .ci/summary.py
@@ -127,12 +131,59 @@ def _vllm_wheel(session: nox.Session, python: str, version: str) -> Path:
     found = sorted(wheels.glob(f"vllm-{version}+empty-*.whl"))
     if found:
         return found[-1]
+    if version in RELEASES.wheel_only:
+        return _empty_from_cuda_wheel(release_source(version), version, wheels)
     session.run(
         python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
         "-w", str(wheels), str(release_source(version)), env={"VLLM_TARGET_DEVICE": "empty"},
         external=True,
     )  # fmt: skip
     return sorted(wheels.glob(f"vllm-{version}+empty-*.whl"))[-1]
+
+
+def _empty_from_cuda_wheel(cuda_wheel: Path, version: str, wheels: Path) -> Path:
+    """The wheel an empty build of the release's source would make, from its CUDA wheel:
+    the same files without the compiled extensions, and without the requirements the CUDA
+    build adds (releases.toml ``wheel_only``)."""
+    drop = {canonicalize_name(n) for n in RELEASES.wheel_only[version]}
+    old, new = f"vllm-{version}.dist-info/", f"vllm-{version}+empty.dist-info/"
+    target = wheels / f"vllm-{version}+empty-py3-none-any.whl"
+    partial = target.with_name(target.name + ".part")
+    record = []
+    wheels.mkdir(parents=True, exist_ok=True)
+    with (
+        zipfile.ZipFile(cuda_wheel) as cuda,
+        zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for item in cuda.infolist():
+            if item.filename.endswith(".so") or item.filename == f"{old}RECORD":
+                continue
+            data = cuda.read(item)
+            if item.filename == f"{old}METADATA":
+                lines = data.decode().splitlines()
+                lines = [
+                    f"Version: {version}+empty" if line.startswith("Version:") else line
+                    for line in lines
+                    if not line.startswith("Requires-Dist:")
+                    or canonicalize_name(Requirement(line.split(":", 1)[1]).name) not in drop
+                ]
+                data = ("\n".join(lines) + "\n").encode()
+            elif item.filename == f"{old}WHEEL":
+                lines = [
+                    ln for ln in data.decode().splitlines() if ln and not ln.startswith("Tag:")
+                ]
+                lines = [
+                    line.replace("Root-Is-Purelib: false", "Root-Is-Purelib: true")
+                    for line in lines
+                ]
+                data = ("\n".join([*lines, "Tag: py3-none-any"]) + "\n").encode()
+            name = item.filename.replace(old, new, 1)
+            out.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{name},sha256={digest.decode()},{len(data)}")
+        out.writestr(f"{new}RECORD", "\n".join([*record, f"{new}RECORD,,"]) + "\n")
+    partial.rename(target)
+    return target
 
 
 def _torch_npu_wheel(session: nox.Session, python: str) -> Path:
@@ -215,9 +266,6 @@ def run_suite(session: nox.Session, version: str, *pytest_args: str) -> None:
 
 def sweep_release(session: nox.Session, version: str, record: bool) -> bool:
     """The end-to-end smoke (the tests marked ``sweep``) on one release; True if it passed."""
-    if version in UNAVAILABLE:
-        session.warn(f"vLLM {version} is not swept: {UNAVAILABLE[version]}")
-        return True
     started = time.monotonic()
     python = install_release(session, version)
     REPORTS.mkdir(exist_ok=True)
@@ -250,7 +298,7 @@ def ci_sweep_share() -> list[str]:
     count = subprocess.run(["git", "rev-list", "--count", "HEAD", "--", ".", ":!docs"],
                            cwd=ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
     share = int(count or 0) % SWEEP_SHARES
-    swept = [v for v in WINDOW if v not in ANCHORS and v not in UNAVAILABLE]
+    swept = [v for v in WINDOW if v not in ANCHORS]
     return swept[share::SWEEP_SHARES]
 
 

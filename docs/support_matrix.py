@@ -64,17 +64,15 @@ def _releases() -> list[str]:
             role = "anchor (default)"
         elif version in supported.anchors:
             role = "anchor"
-        elif version in supported.unavailable:
-            role = "not installable"
+        elif version in supported.wheel_only:
+            role = "swept (built from the CUDA wheel: no sdist)"
         else:
             role = "swept"
         checked = contract.get(version)
         verdict = (
             f"ok ({len(checked['patches applied'])} patches apply)" if checked else "not recorded"
         )
-        if version in supported.unavailable:
-            swept = f"none: {supported.unavailable[version]}"
-        elif version in supported.anchors:
+        if version in supported.anchors:
             swept = "whole suite in CI"
         elif version in sweep:
             run = sweep[version]

@@ -20,7 +20,7 @@ WINDOW = Window(
     anchors=(),
     default="0.11.0",
     environments=(),
-    unavailable={},
+    wheel_only={},
 )
 
 
@@ -174,7 +174,7 @@ def test_release_data_declares_a_consistent_window() -> None:
     assert window.highest in window.anchors and set(window.anchors) <= set(window.releases)
     assert window.lowest in window.anchors
     assert window.default in window.anchors
-    assert set(window.unavailable) <= set(window.releases) - set(window.anchors)
+    assert set(window.wheel_only) <= set(window.releases)
     for version in window.releases:
         env = window.environment(version)  # every release has an environment
         Version(env.torch)

@@ -54,7 +54,7 @@ class Window:
     anchors: tuple[str, ...]  # the releases the whole suite runs on
     default: str  # the anchor `nox -s tests` and the demo use
     environments: tuple[Environment, ...]
-    unavailable: dict[str, str]  # release -> why it cannot be installed here
+    wheel_only: dict[str, tuple[str, ...]]  # no sdist: release -> its CUDA-only requirements
 
     def contains(self, version: Version) -> bool:
         return _padded(Version(self.lowest)) <= _padded(version) <= _padded(Version(self.highest))
@@ -94,7 +94,7 @@ def window(path: Path = RELEASES_FILE) -> Window:
             Environment(**{**env, "requires": tuple(env.get("requires", ()))})
             for env in data["environment"]
         ),
-        unavailable=dict(data.get("unavailable", {})),
+        wheel_only={v: tuple(names) for v, names in data.get("wheel_only", {}).items()},
     )
 
 

@@ -80,8 +80,10 @@ PATCHES = (
         upstream="https://github.com/vllm-project/vllm/blob/v0.32.0/vllm/v1/engine/output_processor.py",
         remove_when="every supported line is 0.32.0 or newer",
         signature="(self, output)",
-        # the patch is for the per-token rows of 0.12.0's LogprobsLists; the fix (0.32.0)
-        # is in the detokenizer, which then cuts the tokens itself
+        # the patch is for the per-token rows of 0.12.0's LogprobsLists: before 0.12 a
+        # spec-decode step samples logprobs for its bonus token only (0.11.0's rejection
+        # sampler computes none), so there are no rows of dropped tokens. The fix
+        # (0.32.0) is in the detokenizer, which then cuts the tokens itself
         needs=("vllm.v1.outputs:LogprobsLists.slice_request", "def slice_request"),
         fixed_by=(DETOKENIZER_UPDATE, "bisect_left(token_offsets"),
     ),
