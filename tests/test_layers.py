@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import check_python
+from packaging.version import Version
+
+from vllm_ascend_compat.patches import ALL
 
 pytestmark = pytest.mark.usefixtures("vllm_release")
 
@@ -48,3 +53,35 @@ torch.testing.assert_close(got[0], want[0]); torch.testing.assert_close(got[1], 
 """,
         VLLM_ASCEND_COMPAT_CPU="1",
     )
+
+
+@pytest.mark.sweep
+def test_an_engine_config_keeps_the_plugin_layers_on(tiny_model: Path, vllm_release: str) -> None:
+    """The platform runs every model eager, so vLLM's reason to switch custom ops off (inductor
+    compiles them) never holds: under an engine's config the layers still run the plugin's
+    ops. 0.9.0 and 0.9.1 set custom_ops to ['none'] first (custom-ops-on-when-eager)."""
+    script = f"""
+from vllm.config import set_current_vllm_config
+from vllm.engine.arg_utils import EngineArgs
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.plugins import load_general_plugins
+from vllm_ascend_compat import layers, ops
+
+load_general_plugins()
+config = EngineArgs(model={str(tiny_model)!r}, dtype="float32").create_engine_config()
+ops.register()
+layers.register()
+with set_current_vllm_config(config):
+    norm = RMSNorm(64, eps=1e-6)
+assert type(norm) is layers.AscendRMSNorm
+print("ON" if norm._forward_method == norm.forward_oot else "OFF",
+      config.compilation_config.custom_ops)
+"""
+    patched = check_python(script, VLLM_ASCEND_COMPAT_CPU="1")
+    assert "\nON " in f"\n{patched}", patched[-2000:]
+    patch = next(p for p in ALL if p.id == "custom-ops-on-when-eager")
+    if patch.applies_to(Version(vllm_release)):  # the reproducer: off without the patch
+        unpatched = check_python(
+            script, VLLM_ASCEND_COMPAT_CPU="1", VLLM_ASCEND_COMPAT_DISABLE_PATCHES=patch.id
+        )
+        assert "\nOFF ['none']" in f"\n{unpatched}", unpatched[-2000:]
