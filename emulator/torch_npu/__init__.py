@@ -1,0 +1,29 @@
+"""torch_npu for the EMULATED npu device: an emulator of the device, for tests.
+
+There is no Ascend NPU and no CANN here. Importing this package builds (once, cached) and
+loads a small C++ extension that registers PyTorch's PrivateUse1 backend, renames it
+``npu``, and registers :mod:`torch_npu.npu` as ``torch.npu``. Tensors on ``npu`` live in
+host memory and every operator runs on the CPU kernels; streams and events are
+synchronous. The emulator gives tests a device that is not the CPU, with its own dispatch
+key, device indices and memory counts; it cannot know the real device's numerics or
+timing, and nothing here ran on Ascend hardware. None of torch_npu's own operators
+(``npu_*``, the ATB ops) are provided.
+
+Importable only when ``VLLM_ASCEND_COMPAT_EMULATED_NPU=1`` (see ``emulator/README.md``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import npu
+
+EMULATED = True
+__version__ = "0.0.0+emulated"
+
+if torch._C._get_privateuse1_backend_name() != "npu":
+    torch.utils.rename_privateuse1_backend("npu")
+    torch._register_device_module("npu", npu)
+    torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
+
+__all__ = ["EMULATED", "npu"]
