@@ -6,8 +6,15 @@ loads a small C++ extension that registers PyTorch's PrivateUse1 backend, rename
 host memory and every operator runs on the CPU kernels; streams and events are
 synchronous. The emulator gives tests a device that is not the CPU, with its own dispatch
 key, device indices and memory counts; it cannot know the real device's numerics or
-timing, and nothing here ran on Ascend hardware. None of torch_npu's own operators
-(``npu_*``, the ATB ops) are provided.
+timing, and nothing here ran on Ascend hardware.
+
+Of torch_npu's own operators it has the ones the plugin calls (:mod:`torch_npu.ops`):
+``npu::npu_rms_norm``, ``npu_add_rms_norm``, ``npu_swiglu``,
+``npu_weight_quant_batchmatmul``, ``npu_fused_infer_attention_score`` and
+``atb::_npu_rotary_embedding``, ``_npu_reshape_and_cache``, ``_npu_paged_attention``,
+defined with the real schemas (``schemas.toml``) as reference torch math that enforces the
+real ops' documented preconditions; exposed here as ``torch_npu.<name>``. Their numerics
+are the emulator's, not the NPU's.
 
 Importable only when ``VLLM_ASCEND_COMPAT_EMULATED_NPU=1`` (see ``emulator/README.md``).
 """
@@ -26,4 +33,8 @@ if torch._C._get_privateuse1_backend_name() != "npu":
     torch._register_device_module("npu", npu)
     torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
 
-__all__ = ["EMULATED", "npu"]
+from . import ops  # noqa: E402  (defines the npu:: and atb:: ops; needs the npu backend)
+
+globals().update(ops.public_functions())
+
+__all__ = ["EMULATED", "npu", "ops", *ops.KERNELS]
