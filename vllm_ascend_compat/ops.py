@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from vllm_ascend_compat import envs
+from vllm_ascend_compat import activation, envs
 from vllm_ascend_compat.log import logger
 
 NAMESPACE = "_C_ascend_compat"
@@ -233,9 +233,9 @@ def _load_compiled() -> None:
 def register() -> str:
     """Define the namespace once per process and back it with kernels.
 
-    Returns "compiled" when the C++ kernels are loaded, "reference" when the
-    build was not possible and the CPU ops run the pure-torch reference kernels
-    (said once, in the log; the NPU needs the compiled ones).
+    Returns "compiled" when the C++ kernels are loaded. When the build is not possible,
+    the CPU ops run the pure-torch reference kernels ("reference", said once in the
+    log); in NPU mode that is an error instead, since the NPU ops exist only compiled.
     """
     global _library, _kernels
     if _library is not None:
@@ -248,12 +248,21 @@ def register() -> str:
         _load_compiled()
         _kernels = "compiled"
     except Exception as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        if activation.decide().device == "npu":
+            _library = None  # undefines the namespace: a retry builds again
+            raise RuntimeError(
+                f"vllm-ascend-compat: building the C++ ops failed ({reason}). On an NPU they "
+                "are required: the NPU ops exist only in the compiled build, and there is no "
+                "fallback. Install a C++ compiler (c++, or set $CXX) and ninja; the "
+                f"compiler's output is in the error above, the build in {build_dir()}."
+            ) from err
         for name, kernel in REFERENCE.items():
             _library.impl(name, kernel, "CPU")
         _kernels = "reference"
         logger.warning(
             "vllm-ascend-compat: C++ ops not available (%s); CPU ops use the pure-torch "
             "reference kernels and NPU ops are missing",
-            str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__,
+            reason,
         )
     return _kernels

@@ -1,0 +1,178 @@
+"""The plugin's NPU code path on the EMULATED npu device (emulator/README.md).
+
+The emulator holds torch_npu's ops to their documented preconditions (contiguous inputs,
+host context lengths, cache-width rotary heads, ...), so these tests show that the plugin
+calls them the way the real ops need, and that the results match a float64 reference on
+the CPU. They say nothing about a real NPU's numerics. Each interpreter is fresh, with
+the emulator first on sys.path: torch_npu imports and sees devices, so the plugin's
+activation picks NPU mode, as on an Ascend machine.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+from conftest import REPO_ROOT, check_python, run_python
+
+EMULATOR = REPO_ROOT / "emulator"
+BUILD_TIMEOUT = 900  # cold builds of the emulator and of the plugin's ops
+
+# NPU mode, as activation.decide() finds it when torch_npu sees a device.
+PRELUDE = f"""
+import sys
+sys.path.insert(0, {str(EMULATOR)!r})
+import torch
+import torch_npu
+def npu_fusion_attention(*args, **kwargs):
+    raise RuntimeError("npu_fusion_attention is not emulated")
+# transformers imports this name whenever torch_npu imports (the plugin never calls it)
+torch_npu.npu_fusion_attention = npu_fusion_attention
+from vllm_ascend_compat import activation, device, ops
+assert activation.decide().device == "npu", activation.decide()
+assert device.current().type == "npu"
+"""
+
+# The plugin's C++ ops, built and loaded; float64 comparison against a CPU reference.
+COMPILED = """
+assert ops.register() == "compiled"
+C = torch.ops._C_ascend_compat
+TOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+def close(got, want, what):
+    assert got.device.type == "npu", (what, got.device)
+    tol = TOL[got.dtype]
+    err = (got.cpu().double() - want).abs().max().item()
+    assert torch.allclose(got.cpu().double(), want, rtol=tol, atol=tol), f"{what}: error {err}"
+"""
+
+# The attention backend in NPU mode, driven by its own metadata builder. A step is a list of
+# (cached tokens, new tokens) per request; the cache holds random keys and values for the
+# cached tokens, and the reference is float64 causal attention over the final cache.
+ATTENTION = """
+from types import SimpleNamespace
+from vllm_ascend_compat.attention import AscendAttentionImpl, AscendAttentionMetadataBuilder
+from vllm_ascend_compat.attention import AttentionMetadataBuilder
+
+DEV = torch.device("npu", 0)
+H, KV, D, BS, BLOCKS, DT = 4, 2, 64, 128, 6, torch.bfloat16
+SCALE = D ** -0.5
+
+def make_builder():
+    if "__init__" in vars(AttentionMetadataBuilder):  # 0.10+: (spec, layers, config, device)
+        return AscendAttentionMetadataBuilder(None, ["layer"], None, DEV)
+    table = SimpleNamespace(slot_mapping=torch.full((64,), -1, dtype=torch.int64, device=DEV))
+    builder = AscendAttentionMetadataBuilder(SimpleNamespace(device=DEV), None, table)
+    return builder, table
+
+def make_impl():
+    return AscendAttentionImpl(num_heads=H, head_size=D, scale=SCALE, num_kv_heads=KV)
+
+def build(builder, requests):
+    # requests: (cached, new) per request; blocks handed out in reverse, 2 per request
+    starts, seq_lens, slots, table = [0], [], [], []
+    for r, (cached, new) in enumerate(requests):
+        blocks = [BLOCKS - 1 - 2 * r, BLOCKS - 2 - 2 * r]
+        table.append(blocks)
+        starts.append(starts[-1] + new)
+        seq_lens.append(cached + new)
+        slots += [blocks[p // BS] * BS + p % BS for p in range(cached, cached + new)]
+    n, num_reqs = starts[-1], len(requests)
+    host_starts = torch.tensor(starts, dtype=torch.int32)
+    common = SimpleNamespace(
+        query_start_loc=host_starts.to(DEV), query_start_loc_cpu=host_starts,
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=DEV),
+        seq_lens_cpu=torch.tensor(seq_lens, dtype=torch.int32),
+        num_reqs=num_reqs, num_actual_tokens=n,
+        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=DEV),
+        block_table_tensor=torch.tensor(table, dtype=torch.int32, device=DEV),
+    )
+    if isinstance(builder, tuple):  # 0.9.x: the builder copies the slots from the block table
+        builder, block_table = builder
+        block_table.slot_mapping_cpu = common.slot_mapping.cpu()
+        block_table.get_device_tensor = lambda: common.block_table_tensor
+    return builder.build(0, common, num_reqs=num_reqs, num_actual_tokens=n), table
+
+def split_qkv(n, split):
+    # vLLM's qkv projection, split: q, k, v are column slices, not contiguous
+    qkv = torch.randn(n, (H + 2 * KV) * D).to(DT).to(DEV)
+    q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
+    assert not q.is_contiguous()
+    return (q, k, v) if split else (q.contiguous(), k.contiguous(), v.contiguous())
+
+def reference(q, kv_cache, table, requests):
+    # float64 causal attention of each request's new tokens over its cached rows
+    kc, vc = kv_cache.cpu().double()
+    q = q.cpu().double().view(-1, H, D)
+    out, start = [], 0
+    for (cached, new), blocks in zip(requests, table):
+        rows = torch.cat([kc[b] for b in blocks])[: cached + new]  # [S, KV, D]
+        vals = torch.cat([vc[b] for b in blocks])[: cached + new]
+        k = rows.repeat_interleave(H // KV, dim=1).transpose(0, 1)  # [H, S, D]
+        v = vals.repeat_interleave(H // KV, dim=1).transpose(0, 1)
+        qr = q[start : start + new].transpose(0, 1)  # [H, new, D]
+        scores = qr @ k.transpose(1, 2) * SCALE
+        visible = torch.arange(cached + new)[None, :] <= torch.arange(new)[:, None] + cached
+        scores = scores.masked_fill(~visible, float("-inf"))
+        out.append((scores.softmax(-1) @ v).transpose(0, 1).reshape(new, H * D))
+        start += new
+    return torch.cat(out)
+
+def new_cache():
+    return torch.randn(2, BLOCKS, BS, KV, D).to(DT).to(DEV)
+
+def run_step(impls, requests, builder=None, split=True):
+    # one step: metadata built once, then every layer's forward; returns per-layer outputs
+    meta, table = build(builder or make_builder(), requests)
+    n = meta.num_actual_tokens
+    results = []
+    for impl in impls:
+        q, k, v = split_qkv(n, split)
+        cache = new_cache()
+        out = torch.empty(n, H * D, dtype=DT, device=DEV)
+        impl.forward(None, q, k, v, cache, meta, output=out)
+        results.append((out, reference(q, cache, table, requests)))
+    return results
+"""
+
+
+def _env() -> dict[str, str]:
+    """The build cache the caller chose; C++ builds one job at a time unless told otherwise."""
+    env = {"MAX_JOBS": os.environ.get("MAX_JOBS", "1")}
+    if "VLLM_ASCEND_COMPAT_CACHE" in os.environ:
+        env["VLLM_ASCEND_COMPAT_CACHE"] = os.environ["VLLM_ASCEND_COMPAT_CACHE"]
+    return env
+
+
+def run(*parts: str) -> str:
+    code = PRELUDE + "".join(textwrap.dedent(part) for part in parts)
+    return check_python(code, timeout=BUILD_TIMEOUT, **_env())
+
+
+# --- kernel build (release independent) ---
+
+
+@pytest.mark.release_independent
+def test_a_failed_kernel_build_is_fatal_in_npu_mode(tmp_path) -> None:
+    """The NPU has no reference kernels to fall back to: a failed build must stop the
+    process with the reason, not log it and leave the NPU ops missing."""
+    code = PRELUDE + textwrap.dedent(f"""
+        import os
+        os.environ["VLLM_ASCEND_COMPAT_CACHE"] = {str(tmp_path)!r}  # a cold build ...
+        os.environ["CXX"] = "/nonexistent/c++"  # ... that cannot compile
+        for attempt in range(2):  # and again when asked again, not a half-defined namespace
+            try:
+                kernels = ops.register()
+            except RuntimeError as err:
+                print("REFUSED", err)
+            else:
+                print("KERNELS", kernels)
+    """)
+    proc = run_python(code, timeout=BUILD_TIMEOUT, **_env())
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    refusals = [line for line in output.splitlines() if line.startswith("REFUSED")]
+    assert len(refusals) == 2, output
+    for refusal in refusals:
+        assert "building the C++ ops failed" in refusal and "On an NPU" in refusal, refusal
