@@ -156,7 +156,8 @@ def _python_calls() -> set[tuple[str, str, int, frozenset[str]]]:
     return calls
 
 
-CPP_CALL = re.compile(r'call_npu\(\s*"(\w+)::(\w+)",\s*(\{.*?\})\);', re.S)
+# A call site's op and argument names: ``static const NpuCall call_npu("ns::op", {"a", ...});``
+CPP_CALL = re.compile(r'NpuCall call_npu\(\s*"(\w+)::(\w+)",\s*(\{.*?\})\);', re.S)
 
 
 def _cpp_calls() -> set[tuple[str, str, int, frozenset[str]]]:
@@ -164,7 +165,7 @@ def _cpp_calls() -> set[tuple[str, str, int, frozenset[str]]]:
     for path in sorted((REPO_ROOT / "vllm_ascend_compat" / "csrc").glob("*.cpp")):
         text = path.read_text()
         for _, op, body in CPP_CALL.findall(text):
-            names = frozenset(re.findall(r'\{"(\w+)",', body))
+            names = frozenset(re.findall(r'"(\w+)"', body))
             calls.add((op, str(path.relative_to(REPO_ROOT)), 0, names))
     return calls
 

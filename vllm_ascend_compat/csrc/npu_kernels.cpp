@@ -10,92 +10,118 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace {
 
-using Arg = std::pair<const char*, c10::IValue>;
-
-// Call a registered op with named arguments; the rest take their schema defaults.
-std::vector<c10::IValue> call_npu(const char* op, std::initializer_list<Arg> named) {
-  const std::string full(op);
-  const auto split = full.find('.');
-  const auto handle = c10::Dispatcher::singleton().findSchemaOrThrow(
-      full.substr(0, split).c_str(), split == std::string::npos ? "" : full.substr(split + 1).c_str());
-  const auto& arguments = handle.schema().arguments();
-  std::vector<c10::IValue> stack;
-  for (const auto& argument : arguments) {
-    const Arg* given = nullptr;
-    for (const auto& arg : named)
-      if (argument.name() == arg.first) given = &arg;
-    if (given) {
-      stack.push_back(given->second);
-    } else {
-      TORCH_CHECK(argument.default_value().has_value(), "_C_ascend_compat: ", op,
-                  " needs argument ", argument.name());
-      stack.push_back(*argument.default_value());
+// A registered op and the binding of its arguments, resolved once: each call site keeps one
+// in a function-local static, so the schema lookup and the walk over its arguments happen
+// on the first call, not in every layer at every step. Arguments are bound by name; the
+// ones not named take their schema defaults.
+class NpuCall {
+ public:
+  NpuCall(const char* op, std::initializer_list<const char*> names)
+      : handle_(find(op)), named_(names.size()) {
+    const auto& arguments = handle_.schema().arguments();
+    for (const auto& argument : arguments) {
+      int given = -1;
+      int index = 0;
+      for (const char* name : names) {
+        if (argument.name() == name) given = index;
+        ++index;
+      }
+      TORCH_CHECK(given >= 0 || argument.default_value().has_value(), "_C_ascend_compat: ",
+                  op, " needs argument ", argument.name());
+      source_.push_back(given);
+      defaults_.push_back(given >= 0 ? c10::IValue() : *argument.default_value());
+    }
+    for (const char* name : names) {
+      bool known = false;
+      for (const auto& argument : arguments) known |= argument.name() == name;
+      TORCH_CHECK(known, "_C_ascend_compat: ", op, " has no argument ", name);
     }
   }
-  for (const auto& arg : named) {
-    bool known = false;
-    for (const auto& argument : arguments) known |= argument.name() == arg.first;
-    TORCH_CHECK(known, "_C_ascend_compat: ", op, " has no argument ", arg.first);
+
+  // The values of the named arguments, in the order of the names; returns the op's outputs.
+  std::vector<c10::IValue> operator()(std::initializer_list<c10::IValue> values) const {
+    TORCH_INTERNAL_ASSERT(values.size() == named_);
+    std::vector<c10::IValue> stack;
+    stack.reserve(source_.size());
+    for (size_t i = 0; i < source_.size(); ++i)
+      stack.push_back(source_[i] < 0 ? defaults_[i] : values.begin()[source_[i]]);
+    handle_.callBoxed(stack);
+    return stack;
   }
-  handle.callBoxed(stack);
-  return stack;
-}
+
+ private:
+  static c10::OperatorHandle find(const char* op) {
+    const std::string full(op);
+    const auto split = full.find('.');
+    return c10::Dispatcher::singleton().findSchemaOrThrow(
+        full.substr(0, split).c_str(),
+        split == std::string::npos ? "" : full.substr(split + 1).c_str());
+  }
+
+  c10::OperatorHandle handle_;
+  size_t named_;
+  std::vector<int> source_;  // per schema argument: its index among the names, or -1
+  std::vector<c10::IValue> defaults_;  // per schema argument: its default, when not named
+};
 
 void rms_norm(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight, double epsilon) {
-  auto result = call_npu("npu::npu_rms_norm", {{"input", input}, {"gamma", weight},
-                                               {"epsilon", epsilon}});
+  static const NpuCall call_npu("npu::npu_rms_norm", {"input", "gamma", "epsilon"});
+  auto result = call_npu({input, weight, epsilon});
   out.copy_(result[0].toTensor());
 }
 
 void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual, const at::Tensor& weight,
                         double epsilon) {
-  auto result = call_npu("npu::npu_add_rms_norm", {{"x1", input}, {"x2", residual},
-                                                   {"gamma", weight}, {"epsilon", epsilon}});
+  static const NpuCall call_npu("npu::npu_add_rms_norm", {"x1", "x2", "gamma", "epsilon"});
+  auto result = call_npu({input, residual, weight, epsilon});
   residual.copy_(result[2].toTensor());
   input.copy_(result[0].toTensor());
 }
 
 void rotary_embedding(const at::Tensor& positions, at::Tensor& query, at::Tensor& key,
                       int64_t head_size, const at::Tensor& cos_sin_cache, bool is_neox) {
-  call_npu("atb::_npu_rotary_embedding",
-           {{"positions", positions}, {"query", query}, {"key", key}, {"head_size", head_size},
-            {"cos_sin_cache", cos_sin_cache}, {"is_neox_style", is_neox}});
+  static const NpuCall call_npu(
+      "atb::_npu_rotary_embedding",
+      {"positions", "query", "key", "head_size", "cos_sin_cache", "is_neox_style"});
+  call_npu({positions, query, key, head_size, cos_sin_cache, is_neox});
 }
 
 void silu_and_mul(at::Tensor& out, const at::Tensor& input) {
-  auto result = call_npu("npu::npu_swiglu", {{"input", input}, {"dim", int64_t(-1)}});
+  static const NpuCall call_npu("npu::npu_swiglu", {"input", "dim"});
+  auto result = call_npu({input, int64_t(-1)});
   out.copy_(result[0].toTensor());
 }
 
 void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
                        at::Tensor& value_cache, const at::Tensor& slot_mapping) {
-  call_npu("atb::_npu_reshape_and_cache",
-           {{"key", key}, {"value", value}, {"key_cache", key_cache},
-            {"value_cache", value_cache}, {"slot_indices", slot_mapping.to(at::kInt)}});
+  static const NpuCall call_npu(
+      "atb::_npu_reshape_and_cache",
+      {"key", "value", "key_cache", "value_cache", "slot_indices"});
+  call_npu({key, value, key_cache, value_cache, slot_mapping.to(at::kInt)});
 }
 
 void paged_attention(at::Tensor& out, const at::Tensor& query, const at::Tensor& key_cache,
                      const at::Tensor& value_cache, int64_t num_kv_heads, double scale,
                      const at::Tensor& block_tables, const at::Tensor& seq_lens) {
-  call_npu("atb::_npu_paged_attention",
-           {{"query", query}, {"key_cache", key_cache}, {"value_cache", value_cache},
-            {"num_kv_heads", num_kv_heads}, {"num_heads", query.size(1)},
-            {"scale_value", scale}, {"block_table", block_tables.to(at::kInt)},
-            {"context_lens", seq_lens.to(at::kInt)}, {"out", out}});
+  static const NpuCall call_npu(
+      "atb::_npu_paged_attention",
+      {"query", "key_cache", "value_cache", "num_kv_heads", "num_heads", "scale_value",
+       "block_table", "context_lens", "out"});
+  call_npu({query, key_cache, value_cache, num_kv_heads, query.size(1), scale,
+            block_tables.to(at::kInt), seq_lens.to(at::kInt), out});
 }
 
 // torch_npu takes the weight as [in, out] (a transposed view is accepted) and the scale in
 // the activation dtype. The bias is added here: torch_npu wants it in float32 for bf16 inputs.
 void int8_weight_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
                         const at::Tensor& scale, const std::optional<at::Tensor>& bias) {
-  auto result = call_npu("npu::npu_weight_quant_batchmatmul",
-                         {{"x", input}, {"weight", weight.t()},
-                          {"antiquant_scale", scale.to(input.scalar_type())}});
+  static const NpuCall call_npu("npu::npu_weight_quant_batchmatmul",
+                                {"x", "weight", "antiquant_scale"});
+  auto result = call_npu({input, weight.t(), scale.to(input.scalar_type())});
   out.copy_(result[0].toTensor());
   if (bias) out.add_(*bias);
 }
