@@ -176,3 +176,90 @@ def test_a_failed_kernel_build_is_fatal_in_npu_mode(tmp_path) -> None:
     assert len(refusals) == 2, output
     for refusal in refusals:
         assert "building the C++ ops failed" in refusal and "On an NPU" in refusal, refusal
+
+
+# --- rotary embedding on the NPU path (release independent: the op itself) ---
+
+
+@pytest.mark.release_independent
+def test_rotary_op_rotates_non_contiguous_query_and_key_in_place() -> None:
+    """vLLM hands over q and k as column slices of the qkv projection; ATB's rotary op
+    takes contiguous tensors only. The rotation must land in the caller's views."""
+    run(
+        COMPILED,
+        """
+        torch.manual_seed(0)
+        T, H, KV, D = 5, 4, 2, 64
+        for dt in (torch.bfloat16, torch.float16):
+            for neox in (True, False):
+                qkv = torch.randn(T, (H + 2 * KV) * D).to(dt)
+                cache = torch.randn(32, D).to(dt)
+                pos = torch.tensor([3, 0, 31, 7, 7])
+                want = qkv.clone()
+                wq, wk, _ = want.split([H * D, KV * D, KV * D], dim=-1)
+                ops.REFERENCE["rotary_embedding"](pos, wq, wk, D, cache, neox)
+                got = qkv.to("npu")
+                q, k, _ = got.split([H * D, KV * D, KV * D], dim=-1)
+                assert not q.is_contiguous() and not k.is_contiguous()
+                C.rotary_embedding(pos.to("npu"), q, k, D, cache.to("npu"), neox)
+                close(got, want.double(), f"qkv {dt} neox={neox}")  # v untouched too
+        """,
+    )
+
+
+@pytest.mark.release_independent
+def test_rotary_op_rotates_only_the_rotary_dims_on_npu() -> None:
+    """Partial rotary (rotary_dim < head_size): the cos/sin cache is rotary_dim wide, and
+    only the first rotary_dim of each head turn; ATB rotates whole cache-width heads."""
+    run(
+        COMPILED,
+        """
+        torch.manual_seed(0)
+        T, H, KV, D, R = 3, 4, 2, 64, 16
+        for neox in (True, False):
+            q, k = torch.randn(T, H * D).bfloat16(), torch.randn(T, KV * D).bfloat16()
+            cache, pos = torch.randn(32, R).bfloat16(), torch.tensor([1, 30, 4])
+            wq, wk = q.clone(), k.clone()
+            ops.REFERENCE["rotary_embedding"](pos, wq, wk, D, cache, neox)
+            assert not torch.equal(wq, q)  # the reference did rotate something
+            nq, nk = q.to("npu"), k.to("npu")
+            C.rotary_embedding(pos.to("npu"), nq, nk, D, cache.to("npu"), neox)
+            close(nq, wq.double(), f"q neox={neox}")
+            close(nk, wk.double(), f"k neox={neox}")
+        """,
+    )
+
+
+# --- the layers and the attention backend (vLLM release dependent) ---
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_rotary_layer_on_npu_matches_vllm_native() -> None:
+    """vLLM's RotaryEmbedding, swapped for the plugin's layer: split q/k views, full and
+    partial rotary, on the npu device, against vLLM's own forward_native on the CPU."""
+    run(
+        COMPILED,
+        """
+        from vllm.config import VllmConfig, set_current_vllm_config
+        from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
+        from vllm_ascend_compat import layers
+        layers.register()
+        torch.manual_seed(0)
+        T, H, KV, D = 6, 4, 2, 64
+        for rotary_dim in (D, 32):
+            with set_current_vllm_config(VllmConfig()):
+                rope = RotaryEmbedding(D, rotary_dim, 256, 10000, True, torch.bfloat16)
+            assert type(rope) is layers.AscendRotaryEmbedding
+            positions = torch.randint(0, 256, (T,))
+            qkv = torch.randn(T, (H + 2 * KV) * D).bfloat16()
+            q, k, _ = qkv.split([H * D, KV * D, KV * D], dim=-1)
+            want_q, want_k = rope.forward_native(positions, q.clone(), k.clone())
+            on_npu = qkv.to("npu")
+            nq, nk, _ = on_npu.split([H * D, KV * D, KV * D], dim=-1)
+            rope.to("npu")
+            got_q, got_k = rope.forward_oot(positions.to("npu"), nq, nk)
+            close(got_q, want_q.double(), f"q rotary_dim={rotary_dim}")
+            close(got_k, want_k.double(), f"k rotary_dim={rotary_dim}")
+            close(nq, want_q.double(), f"q in the qkv buffer, rotary_dim={rotary_dim}")
+        """,
+    )

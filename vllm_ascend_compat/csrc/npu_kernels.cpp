@@ -82,12 +82,24 @@ void fused_add_rms_norm(at::Tensor& input, at::Tensor& residual, const at::Tenso
   input.copy_(result[0].toTensor());
 }
 
+// ATB rotates contiguous [tokens, heads * width] rows whose heads are as wide as the cos/sin
+// cache. vLLM's q and k are column slices of its qkv projection, and with partial rotary
+// (rotary_dim < head_size) only the first rotary_dim of each head turn. So the op gets the
+// rotated part of each head, copied to a contiguous tensor when it is not one already, with
+// head_size = rotary_dim (as vllm-ascend does), and the result is written back into the view.
 void rotary_embedding(const at::Tensor& positions, at::Tensor& query, at::Tensor& key,
                       int64_t head_size, const at::Tensor& cos_sin_cache, bool is_neox) {
   static const NpuCall call_npu(
       "atb::_npu_rotary_embedding",
       {"positions", "query", "key", "head_size", "cos_sin_cache", "is_neox_style"});
-  call_npu({positions, query, key, head_size, cos_sin_cache, is_neox});
+  const int64_t tokens = positions.numel(), rotary_dim = cos_sin_cache.size(-1);
+  const at::Tensor q_rot = query.view({tokens, -1, head_size}).narrow(-1, 0, rotary_dim);
+  const at::Tensor k_rot = key.view({tokens, -1, head_size}).narrow(-1, 0, rotary_dim);
+  const at::Tensor q = q_rot.contiguous(), k = k_rot.contiguous();
+  call_npu({positions, q.view({tokens, -1}), k.view({tokens, -1}), rotary_dim, cos_sin_cache,
+            is_neox});
+  if (!q.is_same(q_rot)) q_rot.copy_(q);
+  if (!k.is_same(k_rot)) k_rot.copy_(k);
 }
 
 void silu_and_mul(at::Tensor& out, const at::Tensor& input) {
