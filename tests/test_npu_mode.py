@@ -263,3 +263,17 @@ def test_rotary_layer_on_npu_matches_vllm_native() -> None:
             close(nq, want_q.double(), f"q in the qkv buffer, rotary_dim={rotary_dim}")
         """,
     )
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_decode_attention_on_npu() -> None:
+    """Decode requests reach ATB's paged attention, whose context_lens is host int32 data."""
+    run(
+        COMPILED,
+        ATTENTION,
+        """
+        torch.manual_seed(0)
+        [(out, want)] = run_step([make_impl()], [(139, 1), (6, 1), (200, 1)])
+        close(out, want, "decode")
+        """,
+    )

@@ -83,6 +83,7 @@ class AscendAttentionMetadata:
     seq_lens_list: list[int]  # host copy of seq_lens
     decode_requests: torch.Tensor  # requests with exactly one new token
     decode_tokens: torch.Tensor  # their token rows
+    decode_seq_lens: torch.Tensor  # their seq_lens, host int32: ATB reads them as host data
     prefill_requests: list[int]  # requests with more than one new token
 
 
@@ -139,6 +140,7 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
             seq_lens_list=seq_lens_cpu[:num_reqs].tolist(),
             decode_requests=decode_requests.to(self.device),
             decode_tokens=starts[:-1][is_decode].to(self.device),
+            decode_seq_lens=seq_lens_cpu[:num_reqs][is_decode].to(torch.int32),
             prefill_requests=torch.nonzero(~is_decode).flatten().tolist(),
         )
 
@@ -291,7 +293,7 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
                 self.num_kv_heads,
                 self.scale,
                 attn_metadata.block_table[requests],
-                attn_metadata.seq_lens[requests],
+                attn_metadata.decode_seq_lens,
             )
             out[rows] = decoded
         if per_request:
