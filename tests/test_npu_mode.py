@@ -56,7 +56,7 @@ from vllm_ascend_compat.attention import AscendAttentionImpl, AscendAttentionMet
 from vllm_ascend_compat.attention import AttentionMetadataBuilder
 
 DEV = torch.device("npu", 0)
-H, KV, D, BS, BLOCKS, DT = 4, 2, 64, 128, 6, torch.bfloat16
+H, KV, D, BS, BLOCKS, DT = 4, 2, 64, 128, 10, torch.bfloat16
 SCALE = D ** -0.5
 
 def make_builder():
@@ -98,7 +98,7 @@ def split_qkv(n, split):
     # vLLM's qkv projection, split: q, k, v are column slices, not contiguous
     qkv = torch.randn(n, (H + 2 * KV) * D).to(DT).to(DEV)
     q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
-    assert not q.is_contiguous()
+    assert n == 1 or not q.is_contiguous()  # one row is contiguous whatever its stride
     return (q, k, v) if split else (q.contiguous(), k.contiguous(), v.contiguous())
 
 def reference(q, kv_cache, table, requests):
@@ -275,5 +275,36 @@ def test_decode_attention_on_npu() -> None:
         torch.manual_seed(0)
         [(out, want)] = run_step([make_impl()], [(139, 1), (6, 1), (200, 1)])
         close(out, want, "decode")
+        """,
+    )
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_prefill_attention_on_npu_takes_vllms_split_query() -> None:
+    """Prefill and chunked prefill over a cached prefix, with the query a column slice of
+    vLLM's qkv: fused infer attention takes contiguous tensors only."""
+    run(
+        COMPILED,
+        ATTENTION,
+        """
+        torch.manual_seed(0)
+        [(out, want)] = run_step([make_impl()], [(0, 5), (9, 6), (130, 17)])
+        close(out, want, "prefill")
+        """,
+    )
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_mixed_decode_and_prefill_steps_on_npu() -> None:
+    """Steps mixing decodes, fresh prefills and chunked prefills, over two layers."""
+    run(
+        COMPILED,
+        ATTENTION,
+        """
+        torch.manual_seed(0)
+        impls, builder = [make_impl(), make_impl()], make_builder()
+        for step, requests in enumerate([[(0, 5), (30, 1), (130, 17), (255, 1)], [(6, 1)]]):
+            for layer, (out, want) in enumerate(run_step(impls, requests, builder)):
+                close(out, want, f"step {step} layer {layer}")
         """,
     )

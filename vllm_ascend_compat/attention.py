@@ -351,14 +351,17 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         out: torch.Tensor,
         requests: list[int],
     ) -> None:
-        """torch_npu's fused infer attention over the paged cache, one request at a time."""
+        """torch_npu's fused infer attention over the paged cache, one request at a time.
+
+        It takes contiguous tensors only, and vLLM's query is a column slice of its qkv
+        projection: each request's rows are copied out (its own rows, not the batch's)."""
         import torch_npu
 
         block_size = key_cache.shape[1]
         for r in requests:
             start, end = meta.query_start_loc[r], meta.query_start_loc[r + 1]
             attended, _ = torch_npu.npu_fused_infer_attention_score(
-                query[start:end],
+                query[start:end].contiguous(),
                 key_cache.flatten(2),
                 value_cache.flatten(2),
                 atten_mask=_npu_causal_mask(query.device),
