@@ -308,3 +308,29 @@ def test_mixed_decode_and_prefill_steps_on_npu() -> None:
                 close(out, want, f"step {step} layer {layer}")
         """,
     )
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_prefill_causal_mask_is_built_once_per_device() -> None:
+    """sparse_mode 3 reads a fixed 2048 x 2048 causal mask: one per device, shared by every
+    request, layer and step, not a new 4 MiB tensor per request and layer."""
+    run(
+        COMPILED,
+        ATTENTION,
+        """
+        masks = []
+        fused = torch_npu.npu_fused_infer_attention_score
+        def recording(*args, **kwargs):
+            masks.append(kwargs["atten_mask"])  # keeps each alive: ids stay distinct
+            return fused(*args, **kwargs)
+        torch_npu.npu_fused_infer_attention_score = recording
+        torch.manual_seed(0)
+        impls, builder = [make_impl(), make_impl()], make_builder()
+        for step in range(2):
+            for out, want in run_step(impls, [(0, 5), (9, 6)], builder, split=False):
+                close(out, want, f"step {step}")
+        assert len(masks) == 8, len(masks)  # 2 steps x 2 layers x 2 prefills
+        assert all(m is masks[0] for m in masks), f"{len({id(m) for m in masks})} masks"
+        assert masks[0].device == DEV and masks[0].dtype == torch.bool
+        """,
+    )

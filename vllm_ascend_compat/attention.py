@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
@@ -85,6 +86,7 @@ class AscendAttentionMetadata:
     decode_tokens: torch.Tensor  # their token rows
     decode_seq_lens: torch.Tensor  # their seq_lens, host int32: ATB reads them as host data
     prefill_requests: list[int]  # requests with more than one new token
+    causal_mask: torch.Tensor | None  # NPU prefill's fixed causal mask; None in CPU mode
 
 
 class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMetadata]):
@@ -98,6 +100,9 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
         else:  # 0.9.x: (runner, spec, block_table); the builder copies the slots itself
             runner, _, self._block_table = args
             self.device = runner.device
+        self._causal_mask = (
+            _npu_causal_mask(self.device) if device.current().type == "npu" else None
+        )
 
     def build(
         self,
@@ -142,6 +147,7 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
             decode_tokens=starts[:-1][is_decode].to(self.device),
             decode_seq_lens=seq_lens_cpu[:num_reqs][is_decode].to(torch.int32),
             prefill_requests=torch.nonzero(~is_decode).flatten().tolist(),
+            causal_mask=self._causal_mask,
         )
 
 
@@ -364,7 +370,7 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
                 query[start:end].contiguous(),
                 key_cache.flatten(2),
                 value_cache.flatten(2),
-                atten_mask=_npu_causal_mask(query.device),
+                atten_mask=meta.causal_mask,
                 block_table=meta.block_table[r : r + 1],
                 actual_seq_lengths=[end - start],
                 actual_seq_lengths_kv=[meta.seq_lens_list[r]],
@@ -378,6 +384,9 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
             out[start:end] = attended
 
 
+@cache
 def _npu_causal_mask(on: torch.device) -> torch.Tensor:
-    """The fixed 2048 x 2048 upper-triangular mask that sparse_mode=3 expects."""
+    """The fixed 2048 x 2048 upper-triangular mask that sparse_mode=3 expects (4 MiB): built
+    once per device and shared by every builder, step, request and layer. It is boolean
+    whatever the model's dtype, so one per device serves them all."""
     return torch.triu(torch.ones(2048, 2048, dtype=torch.bool, device=on), diagonal=1)
