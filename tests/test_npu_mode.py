@@ -334,3 +334,48 @@ def test_prefill_causal_mask_is_built_once_per_device() -> None:
         assert masks[0].device == DEV and masks[0].dtype == torch.bool
         """,
     )
+
+
+# --- dtypes (vLLM release dependent: the platform) ---
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_npu_mode_refuses_a_float32_model_with_a_clear_message() -> None:
+    """ATB's attention takes float16 / bfloat16 only: a float32 model dtype is refused when
+    vLLM checks the config (and again in the worker), naming the dtype and what to pass."""
+    run("""
+        from types import SimpleNamespace
+        from vllm_ascend_compat.platform import NPUPlatform
+        from vllm_ascend_compat.attention import AscendAttentionBackend
+        backend_dtypes = AscendAttentionBackend.get_supported_dtypes()
+        assert set(backend_dtypes) == {torch.float16, torch.bfloat16}, backend_dtypes
+        for dtype in (torch.bfloat16, torch.float16):
+            NPUPlatform.check_if_supports_dtype(dtype)
+        def refusal(call):
+            try:
+                call()
+            except ValueError as err:
+                return str(err)
+            raise AssertionError("float32 was accepted in NPU mode")
+        for message in (
+            refusal(lambda: NPUPlatform.check_if_supports_dtype(torch.float32)),
+            refusal(lambda: NPUPlatform.check_and_update_config(
+                SimpleNamespace(model_config=SimpleNamespace(dtype=torch.float32)))),
+        ):
+            assert "torch.float32" in message and "--dtype bfloat16" in message, message
+    """)
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_cpu_mode_keeps_float32() -> None:
+    check_python(
+        """
+import torch
+from vllm_ascend_compat.platform import NPUPlatform
+from vllm_ascend_compat.attention import AscendAttentionBackend
+NPUPlatform.check_if_supports_dtype(torch.float32)
+assert torch.float32 in NPUPlatform().supported_dtypes
+assert torch.float32 in AscendAttentionBackend.get_supported_dtypes()
+""",
+        VLLM_ASCEND_COMPAT_CPU="1",
+    )

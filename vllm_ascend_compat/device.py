@@ -236,6 +236,15 @@ class CpuDevice(Device):
                 setattr(owner, name, value)
 
 
+def model_dtypes() -> list[torch.dtype]:
+    """The model dtypes this mode runs. ATB's attention kernels (paged attention, fused
+    infer attention) take float16 and bfloat16 only; the CPU kernels float32 as well. From
+    the activation decision, so it is safe to ask at import time, active or not."""
+    if activation.decide().device == "npu":
+        return [torch.bfloat16, torch.float16]
+    return [torch.bfloat16, torch.float16, torch.float32]
+
+
 @cache
 def current() -> Device:
     """The device for this process, from the activation decision."""

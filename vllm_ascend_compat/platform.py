@@ -16,6 +16,7 @@ from vllm_ascend_compat import device
 from vllm_ascend_compat.log import logger
 
 _DEVICE = device.current()
+_MODEL_DTYPES = device.model_dtypes()
 _MODULE = "vllm_ascend_compat"
 ATTENTION_BACKEND = f"{_MODULE}.attention.AscendAttentionBackend"
 SCHEDULER = f"{_MODULE}.scheduler.NPUScheduler"
@@ -37,6 +38,9 @@ class NPUPlatform(Platform):
 
     @property
     def supported_dtypes(self) -> list[torch.dtype]:
+        """vLLM's "auto" takes the first; float32 stays listed on an NPU, where torch ops
+        (a pooling model's float32 head) run it: only the model dtype is refused, by
+        check_if_supports_dtype."""
         return [torch.bfloat16, torch.float16, torch.float32]
 
     # --- attention ---------------------------------------------------------------------
@@ -102,23 +106,35 @@ class NPUPlatform(Platform):
 
     @classmethod
     def check_if_supports_dtype(cls, dtype: torch.dtype | None = None, **kwargs: Any) -> None:
+        """The model dtype; on an NPU float16 or bfloat16, which ATB's attention takes."""
         dtype = dtype if dtype is not None else kwargs.get("torch_dtype")
-        if dtype not in (torch.bfloat16, torch.float16, torch.float32):
-            raise ValueError(f"vllm-ascend-compat does not support dtype {dtype}")
+        if dtype in _MODEL_DTYPES:
+            return
+        if _DEVICE.type == "npu":
+            raise ValueError(
+                f"vllm-ascend-compat on an NPU does not support dtype {dtype}: the ATB "
+                "attention kernels take float16 and bfloat16 only. Pass --dtype bfloat16 "
+                "(or float16; dtype=... in Python)."
+            )
+        raise ValueError(f"vllm-ascend-compat does not support dtype {dtype}")
 
     # --- configuration -----------------------------------------------------------------
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
-        """Eager execution, our worker and scheduler, and a block size the kernels take."""
+        """A dtype and a block size the kernels take, eager execution, our worker and
+        scheduler. The dtype is checked here, before any process starts, not only in
+        the worker."""
         _refuse_v0_engine()
+        model = vllm_config.model_config
+        if model is not None:
+            cls.check_if_supports_dtype(model.dtype)
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = f"{_MODULE}.worker.NPUWorker"
         cache = vllm_config.cache_config
         if cache is not None and not cache.block_size:
             cache.block_size = 128
-        model = vllm_config.model_config
         if model is not None and not model.enforce_eager:
             logger.info("vllm-ascend-compat: graph capture is not available; running eager")
             model.enforce_eager = True
