@@ -145,9 +145,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(*parts: str) -> str:
+def run(*parts: str, **env: str) -> str:
     code = PRELUDE + "".join(textwrap.dedent(part) for part in parts)
-    return check_python(code, timeout=BUILD_TIMEOUT, **_env())
+    return check_python(code, timeout=BUILD_TIMEOUT, **_env(), **env)
 
 
 # --- kernel build (release independent) ---
@@ -364,6 +364,31 @@ def test_npu_mode_refuses_a_float32_model_with_a_clear_message() -> None:
         ):
             assert "torch.float32" in message and "--dtype bfloat16" in message, message
     """)
+
+
+def test_npu_mode_engine_config_refuses_float32_and_auto_picks_bfloat16(
+    tiny_model, vllm_release: str
+) -> None:
+    """Through vLLM's own config building (no engine starts): an explicit float32 stops
+    there, with the plugin's message; "auto" turns the float32 checkpoint into bfloat16."""
+    output = run(
+        f"""
+        from vllm.engine.arg_utils import EngineArgs
+        for dtype in ("auto", "float32"):
+            try:
+                config = EngineArgs(model={str(tiny_model)!r}, dtype=dtype, max_model_len=64,
+                                    max_num_seqs=8).create_engine_config()
+            except ValueError as err:
+                print("REFUSED", dtype, str(err).replace("\\n", " "))  # pydantic wraps it
+            else:
+                print("CONFIG", dtype, config.model_config.dtype)
+    """,
+        HF_HUB_OFFLINE="1",
+    )
+    assert "CONFIG auto torch.bfloat16" in output, output
+    refusals = [line for line in output.splitlines() if line.startswith("REFUSED float32")]
+    assert len(refusals) == 1, "float32 was not refused:\n" + output
+    assert "torch.float32" in refusals[0] and "--dtype bfloat16" in refusals[0], refusals[0]
 
 
 @pytest.mark.usefixtures("vllm_release")
