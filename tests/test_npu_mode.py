@@ -25,10 +25,13 @@ import sys
 sys.path.insert(0, {str(EMULATOR)!r})
 import torch
 import torch_npu
-def npu_fusion_attention(*args, **kwargs):
-    raise RuntimeError("npu_fusion_attention is not emulated")
-# transformers imports this name whenever torch_npu imports (the plugin never calls it)
-torch_npu.npu_fusion_attention = npu_fusion_attention
+def not_emulated(name):
+    def op(*args, **kwargs):
+        raise RuntimeError(f"torch_npu.{{name}} is not emulated")
+    return op
+# transformers imports these whenever torch_npu imports (neither the plugin nor vLLM calls them)
+for name in ("npu_fusion_attention", "npu_rotary_mul"):
+    setattr(torch_npu, name, not_emulated(name))
 from vllm_ascend_compat import activation, device, ops
 assert activation.decide().device == "npu", activation.decide()
 assert device.current().type == "npu"
@@ -242,7 +245,9 @@ def test_rotary_layer_on_npu_matches_vllm_native() -> None:
         """
         from vllm.config import VllmConfig, set_current_vllm_config
         from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
+        from vllm.plugins import load_general_plugins
         from vllm_ascend_compat import layers
+        load_general_plugins()  # as every vLLM process does first (0.9.x: the OOT registry)
         layers.register()
         torch.manual_seed(0)
         T, H, KV, D = 6, 4, 2, 64
@@ -345,8 +350,10 @@ def test_npu_mode_refuses_a_float32_model_with_a_clear_message() -> None:
     vLLM checks the config (and again in the worker), naming the dtype and what to pass."""
     run("""
         from types import SimpleNamespace
-        from vllm_ascend_compat.platform import NPUPlatform
+        from vllm.platforms import current_platform  # vLLM loads the plugin's platform first
         from vllm_ascend_compat.attention import AscendAttentionBackend
+        NPUPlatform = type(current_platform)
+        assert NPUPlatform.__module__ == "vllm_ascend_compat.platform", NPUPlatform
         backend_dtypes = AscendAttentionBackend.get_supported_dtypes()
         assert set(backend_dtypes) == {torch.float16, torch.bfloat16}, backend_dtypes
         for dtype in (torch.bfloat16, torch.float16):
@@ -396,10 +403,11 @@ def test_cpu_mode_keeps_float32() -> None:
     check_python(
         """
 import torch
-from vllm_ascend_compat.platform import NPUPlatform
+from vllm.platforms import current_platform  # vLLM loads the plugin's platform first
 from vllm_ascend_compat.attention import AscendAttentionBackend
-NPUPlatform.check_if_supports_dtype(torch.float32)
-assert torch.float32 in NPUPlatform().supported_dtypes
+assert type(current_platform).__module__ == "vllm_ascend_compat.platform", current_platform
+current_platform.check_if_supports_dtype(torch.float32)
+assert torch.float32 in current_platform.supported_dtypes
 assert torch.float32 in AscendAttentionBackend.get_supported_dtypes()
 """,
         VLLM_ASCEND_COMPAT_CPU="1",
