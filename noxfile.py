@@ -65,7 +65,9 @@ BUILD_TOOLS = [
     "regex",  # setup.py of 0.9.0 and 0.9.1 imports it
 ]
 TEST_TOOLS = [
-    "pytest>=8",
+    # pytest-xdist's loadgroup appends the group to item._nodeid, which pytest 9.2 no longer
+    # reads: every engine test would then run beside another instead of one at a time
+    "pytest>=8,<9.2",
     "pytest-xdist>=3.6",
     "hypothesis>=6",
     "ray==2.48.0",  # test_e2e_ray.py; an optional vLLM dependency, one release for every line
@@ -233,13 +235,16 @@ def venv_for(session: nox.Session, version: str) -> str:
 
 
 def install_release(session: nox.Session, version: str) -> str:
-    """Make the serving environment hold vLLM ``version`` and this plugin; return its python."""
+    """Make the serving environment hold vLLM ``version``, this plugin and the switch of the
+    emulated npu device; return its python."""
     python = venv_for(session, version)
     env = environment(version)
     if _installed(session, python, "vllm") != f"{version}+empty":
         _pip(session, python, str(_vllm_wheel(session, python, version)),
              f"torch=={env.torch}", "-c", str(ROOT / env.constraints))  # fmt: skip
     _pip(session, python, "--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT))
+    # the switch of the emulated npu device (tests set VLLM_ASCEND_COMPAT_EMULATED_NPU=1)
+    session.run(python, str(ROOT / "emulator" / "install.py"), external=True, silent=True)
     return python
 
 

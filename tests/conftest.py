@@ -65,6 +65,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(f"{marker.args[0]} is not supported on vLLM {line}: {reason}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (nox runs two workers), every test that starts a vLLM engine goes
     to one worker, so engines run one at a time on the two cores; the fresh-interpreter
