@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import TESTS_DIR, clean_env
 
 MAX_MODEL_LEN = 256
@@ -67,15 +74,25 @@ BEAM = {"beam_width": 3, "max_tokens": 8, "ignore_eos": True, "length_penalty": 
 BEAM_SEARCH = {"kind": "beam_search", "prompts": FIRST[:2], "beam": BEAM}
 
 
+# What switches each mode on for a whole run: CPU mode, or the emulated npu device (its
+# torch_npu, on the path of every process through the hook that nox installs).
+MODE_ENV = {
+    "cpu": {"VLLM_ASCEND_COMPAT_CPU": "1"},
+    "npu": {"VLLM_ASCEND_COMPAT_EMULATED_NPU": "1"},
+}
+
+
 def launch_spec(
     model: Path,
     tmp: Path,
     batches: list[dict[str, Any]],
     timeout: float = 600,
     env: dict[str, str] | None = None,
+    mode: str = "cpu",
     **llm: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``batches`` (see run_llm.py) through the plugin in CPU mode, in a fresh process."""
+    """Run ``batches`` (see run_llm.py) through the plugin in a fresh process, in CPU mode
+    or (``mode="npu"``) in NPU mode on the emulated npu device."""
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({
         "model": str(model), "batches": batches, "max_tokens": MAX_TOKENS,
@@ -84,7 +101,7 @@ def launch_spec(
     return subprocess.run(
         [sys.executable, str(TESTS_DIR / "run_llm.py"), str(spec)],
         capture_output=True, text=True, timeout=timeout, cwd=tmp,
-        env=clean_env(VLLM_ASCEND_COMPAT_CPU="1", HF_HUB_OFFLINE="1", **(env or {})),
+        env=clean_env(**MODE_ENV[mode], HF_HUB_OFFLINE="1", **(env or {})),
     )  # fmt: skip
 
 
@@ -97,10 +114,15 @@ def result_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any] | None:
 
 
 def run_spec(
-    model: Path, tmp: Path, batches: list[dict[str, Any]], timeout: float = 600, **llm: Any
+    model: Path,
+    tmp: Path,
+    batches: list[dict[str, Any]],
+    timeout: float = 600,
+    mode: str = "cpu",
+    **llm: Any,
 ) -> dict[str, Any]:
     """:func:`launch_spec`, which must succeed: its result and log."""
-    proc = launch_spec(model, tmp, batches, timeout, **llm)
+    proc = launch_spec(model, tmp, batches, timeout, mode=mode, **llm)
     result = result_of(proc)
     assert result, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return result
@@ -159,3 +181,77 @@ def assert_logprobs_equal_hf(outputs: list[dict[str, Any]], model: Path) -> int:
             assert out["prompt_token_ids"][i] in {int(t) for t, _, _ in got}
             compared += _check_position(hf[i - 1], got, f"prompt position {i}")
     return compared
+
+
+# --- vllm serve over real HTTP on a loopback port ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(model: Path, args: list[str], tmp: Path, mode: str = "cpu") -> Iterator[str]:
+    """``vllm serve model *args`` through the plugin (in ``mode``, see :data:`MODE_ENV`) until
+    it is healthy; yields its base URL, and stops it afterwards. Its log is in ``tmp``."""
+    port = free_port()
+    log = tmp / "vllm-serve.log"
+    command = [
+        str(Path(sys.executable).with_name("vllm")), "serve", str(model),
+        "--host", "127.0.0.1", "--port", str(port), *args,
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT,
+            env=clean_env(**MODE_ENV[mode], HF_HUB_OFFLINE="1"),
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def post(base: str, path: str, body: Any, raw: bytes | None = None) -> tuple[int, bytes]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def token_ids(entries: list[str]) -> list[int]:
+    """Tokens as returned with return_tokens_as_token_ids: 'token_id:123'."""
+    return [int(entry.rpartition(":")[2]) for entry in entries]
+
+
+def events(payload: bytes) -> Iterator[dict[str, Any]]:
+    lines = payload.decode().splitlines()
+    assert lines and any(line == "data: [DONE]" for line in lines), payload[:300]
+    for line in lines:
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line[len("data: ") :])

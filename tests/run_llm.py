@@ -3,7 +3,7 @@
 usage: python run_llm.py SPEC.json
 
 SPEC has ``model``, ``llm`` (LLM kwargs), ``max_tokens`` and ``batches``, run one after
-another. A batch has ``prompts`` and a ``kind``:
+another. A batch has ``prompts`` (text, or lists of token ids) and a ``kind``:
 - ``generate`` (the default): ``sampling`` holds SamplingParams kwargs over greedy
   decoding of ``max_tokens``; ``lora`` ({"name", "id", "path"}) serves it with an adapter;
   ``structured`` ({"json": schema} | {"regex": ...} | {"choice": [...]}) constrains it;
@@ -50,7 +50,10 @@ def generate(llm: Any, batch: dict[str, Any], max_tokens: int) -> tuple[list[dic
 
         lora = batch["lora"]
         kwargs["lora_request"] = LoRARequest(lora["name"], lora["id"], lora["path"])
-    prompts: list[Any] = batch["prompts"]
+    # a prompt is text, or token ids (a teacher-forced sequence, scored by prompt_logprobs)
+    prompts: list[Any] = [
+        {"prompt_token_ids": p} if isinstance(p, list) else p for p in batch["prompts"]
+    ]
     if "images" in batch:
         from PIL import Image
 
@@ -129,7 +132,10 @@ if __name__ == "__main__":
             for m in llm.get_metrics()
             if m.name.startswith(("vllm:prefix_cache", "vllm:gpu_prefix_cache"))
         }
+    from vllm.platforms import current_platform
+
     result = {
+        "device_type": current_platform.device_type,
         "batches": batches,
         "counters": counters,
         "engine_start_seconds": start_seconds,

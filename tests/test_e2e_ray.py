@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,11 @@ from typing import Any
 
 import pytest
 from conftest import clean_env
-from e2e import GREEDY, greedy_tokens, run_spec
+from e2e import GREEDY, free_port, greedy_tokens, run_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray(*args: str, env: dict[str, str], timeout: float = 120) -> str:
@@ -56,7 +49,7 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
     pytest.importorskip("ray", reason="the Ray executor needs ray installed")
     # a short root: Ray's unix sockets live below it and their paths are length-limited
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = clean_env(
         VLLM_ASCEND_COMPAT_CPU="1",
         HF_HUB_OFFLINE="1",

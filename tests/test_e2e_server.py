@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env
-from e2e import BLOCK, CHUNK, FIRST, MAX_MODEL_LEN, SECOND
+from e2e import BLOCK, CHUNK, FIRST, MAX_MODEL_LEN, SECOND, events, post, serve, token_ids
 from packaging.version import Version
 
 pytestmark = [
@@ -29,68 +22,15 @@ MODEL = "tiny"
 MAX_TOKENS = 16
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "vllm-serve.log"
-    command = [
-        str(Path(sys.executable).with_name("vllm")), "serve", str(tiny_model),
-        "--host", "127.0.0.1", "--port", str(port), "--served-model-name", MODEL,
-        "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--seed", "0",
-        "--enable-prefix-caching", "--enable-chunked-prefill",
+    args = [
+        "--served-model-name", MODEL, "--dtype", "float32", "--max-model-len",
+        str(MAX_MODEL_LEN), "--seed", "0", "--enable-prefix-caching", "--enable-chunked-prefill",
         "--max-num-batched-tokens", str(CHUNK), "--block-size", str(BLOCK), "--max-num-seqs", "8",
     ]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT,
-            env=clean_env(VLLM_ASCEND_COMPAT_CPU="1", HF_HUB_OFFLINE="1"),
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
+    with serve(tiny_model, args, tmp_path_factory.mktemp("server")) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _post(base: str, path: str, body: Any, raw: bytes | None = None) -> tuple[int, bytes]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + path, data=data, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def _token_ids(entries: list[str]) -> list[int]:
-    """Tokens as returned with return_tokens_as_token_ids: 'token_id:123'."""
-    return [int(entry.rpartition(":")[2]) for entry in entries]
 
 
 def _completion(base: str, prompt: str, stream: bool = False) -> tuple[list[int], str]:
@@ -98,27 +38,19 @@ def _completion(base: str, prompt: str, stream: bool = False) -> tuple[list[int]
         "model": MODEL, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
         "logprobs": 0, "return_tokens_as_token_ids": True, "stream": stream,
     }  # fmt: skip
-    status, payload = _post(base, "/v1/completions", body)
+    status, payload = post(base, "/v1/completions", body)
     assert status == 200, payload
     if not stream:
         choice = json.loads(payload)["choices"][0]
-        return _token_ids(choice["logprobs"]["tokens"]), choice["text"]
+        return token_ids(choice["logprobs"]["tokens"]), choice["text"]
     tokens: list[int] = []
     text = ""
-    for chunk in _events(payload):
+    for chunk in events(payload):
         for choice in chunk["choices"]:
             text += choice["text"]
             if choice.get("logprobs"):
-                tokens += _token_ids(choice["logprobs"]["tokens"])
+                tokens += token_ids(choice["logprobs"]["tokens"])
     return tokens, text
-
-
-def _events(payload: bytes) -> Iterator[dict[str, Any]]:
-    lines = payload.decode().splitlines()
-    assert lines and any(line == "data: [DONE]" for line in lines), payload[:300]
-    for line in lines:
-        if line.startswith("data: ") and line != "data: [DONE]":
-            yield json.loads(line[len("data: ") :])
 
 
 def _offline(tp1: dict[str, Any], prompt: str) -> list[int]:
@@ -150,12 +82,12 @@ def test_chat_completions_equal_hf_on_the_chat_template(
         "logprobs": True, "top_logprobs": 0, "return_tokens_as_token_ids": True,
         "stream": stream,
     }  # fmt: skip
-    status, payload = _post(server, "/v1/chat/completions", body)
+    status, payload = post(server, "/v1/chat/completions", body)
     assert status == 200, payload
     if stream:
         entries = [
             item["token"]
-            for chunk in _events(payload)
+            for chunk in events(payload)
             for choice in chunk["choices"]
             if choice.get("logprobs")
             for item in choice["logprobs"]["content"]
@@ -167,7 +99,7 @@ def test_chat_completions_equal_hf_on_the_chat_template(
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(text, add_special_tokens=False).input_ids
-    assert _token_ids(entries) == hf_greedy_ids(tiny_model, [prompt_ids], MAX_TOKENS)[0]
+    assert token_ids(entries) == hf_greedy_ids(tiny_model, [prompt_ids], MAX_TOKENS)[0]
 
 
 def test_32_concurrent_requests_all_answered_with_the_offline_tokens(
@@ -193,7 +125,7 @@ def test_32_concurrent_requests_all_answered_with_the_offline_tokens(
 def test_malformed_requests_get_4xx_and_the_server_keeps_serving(
     server: str, tp1: dict[str, Any], name: str, body: Any, raw: bytes | None, status: int
 ) -> None:
-    got, payload = _post(server, "/v1/completions", body, raw=raw)
+    got, payload = post(server, "/v1/completions", body, raw=raw)
     assert got == status, (name, got, payload[:300])
     assert _completion(server, FIRST[0])[0] == _offline(tp1, FIRST[0])
 
@@ -224,6 +156,6 @@ def test_backported_bad_requests_get_400_and_the_server_keeps_serving(
 ) -> None:
     if "bad_words" in (body or {}) and Version(vllm_release) < Version("0.9.2"):
         pytest.skip(f"vLLM {vllm_release}'s chat API has no bad_words (0.9.2 added it)")
-    got, payload = _post(server, path, body, raw=raw)
+    got, payload = post(server, path, body, raw=raw)
     assert got == 400, (name, got, payload[:300])
     assert _completion(server, FIRST[0])[0] == _offline(tp1, FIRST[0])
