@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, check_python, clean_env
+from e2e import free_port
 
 pytestmark = pytest.mark.release_independent
 
@@ -329,6 +330,66 @@ def test_seeded_random_ops_match_cpu():
         assert torch.equal(a.cpu(), b.cpu())
         assert torch.equal(a.cpu(), torch.rand(4, generator=torch.Generator().manual_seed(7)))
     """)
+
+
+def test_hccl_collectives_between_two_processes(tmp_path: Path):
+    """The emulated ``hccl`` backend: two ranks, one npu device each, run the collectives
+    vLLM's communicator calls, in place on npu tensors, on the default and a new group."""
+    port = free_port()
+    code = PRELUDE + textwrap.dedent(f"""
+        import torch.distributed as dist
+        rank = int(sys.argv[1])
+        torch.npu.set_device(rank)
+        dist.init_process_group("hccl", init_method="tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=2)
+        dev = torch.device("npu", rank)
+        for group in (None, dist.new_group([0, 1], backend="hccl")):
+            assert dist.get_backend(group) == "hccl"
+            for dtype in (torch.float32, torch.bfloat16):
+                t = torch.full((4,), rank + 1.0, dtype=dtype, device=dev)
+                dist.all_reduce(t, group=group)
+                assert t.device == dev and t.tolist() == [3.0] * 4, t
+            stacked = torch.empty(2, 3, device=dev)  # vLLM's all_gather: (world, *shape)
+            dist.all_gather_into_tensor(stacked, torch.full((3,), float(rank), device=dev),
+                                        group=group)
+            assert stacked.tolist() == [[0.0] * 3, [1.0] * 3], stacked
+            parts = [torch.empty(2, device=dev) for _ in range(2)]
+            dist.all_gather(parts, torch.full((2,), float(rank), device=dev), group=group)
+            assert [p.tolist() for p in parts] == [[0.0, 0.0], [1.0, 1.0]], parts
+            mine = torch.empty(2, device=dev)
+            dist.reduce_scatter_tensor(mine, torch.arange(4.0, device=dev), group=group)
+            assert mine.tolist() == ([0.0, 2.0] if rank == 0 else [4.0, 6.0]), mine
+            sent = torch.full((2,), float(rank), device=dev)
+            dist.broadcast(sent, src=1, group=group)
+            assert sent.tolist() == [1.0, 1.0], sent
+            if rank == 0:
+                dist.send(torch.arange(5.0, device=dev), dst=1, group=group)
+            else:
+                got = torch.zeros(5, device=dev)
+                dist.recv(got, src=0, group=group)
+                assert got.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0], got
+            host = torch.full((2,), float(rank))  # a cpu tensor goes to gloo unchanged
+            dist.all_reduce(host, group=group)
+            assert host.tolist() == [1.0, 1.0], host
+            dist.barrier(group=group)
+        print("RANK", rank, "OK")
+        dist.destroy_process_group()
+    """)
+    script = tmp_path / "ranks.py"
+    script.write_text(code)
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=clean_env(**_env()),
+        )
+        for rank in range(2)
+    ]
+    outputs = [rank.communicate(timeout=BUILD_TIMEOUT)[0] for rank in ranks]
+    for rank, (proc, output) in enumerate(zip(ranks, outputs, strict=True)):
+        assert proc.returncode == 0 and f"RANK {rank} OK" in output, output
 
 
 def test_the_plugin_device_facade_runs_on_the_emulator():

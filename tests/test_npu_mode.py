@@ -25,13 +25,6 @@ import sys
 sys.path.insert(0, {str(EMULATOR)!r})
 import torch
 import torch_npu
-def not_emulated(name):
-    def op(*args, **kwargs):
-        raise RuntimeError(f"torch_npu.{{name}} is not emulated")
-    return op
-# transformers imports these whenever torch_npu imports (neither the plugin nor vLLM calls them)
-for name in ("npu_fusion_attention", "npu_rotary_mul"):
-    setattr(torch_npu, name, not_emulated(name))
 from vllm_ascend_compat import activation, device, ops
 assert activation.decide().device == "npu", activation.decide()
 assert device.current().type == "npu"

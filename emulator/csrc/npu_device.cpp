@@ -450,12 +450,14 @@ at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride,
                                            c10::dtype_or_default(dtype));
 }
 
-// A cpu tensor over the same host memory as `t` (an npu or a cpu tensor).
+// A cpu tensor over the same host memory as `t` (an npu or a cpu tensor); it keeps the
+// storage alive, so the emulated HCCL can hand it to gloo's asynchronous work.
 at::Tensor host_alias(const at::Tensor& t) {
   if (t.device().type() != kNpu) {
     return t;
   }
-  at::Tensor alias = at::from_blob(t.data_ptr(), t.sizes(), t.strides(), [](void*) {},
+  at::Tensor alias = at::from_blob(t.data_ptr(), t.sizes(), t.strides(),
+                                   [storage = t.storage()](void*) {},
                                    t.options().device(c10::Device(DeviceType::CPU)));
   alias._set_conj(t.is_conj());  // lazy conjugation and negation travel with the alias
   alias._set_neg(t.is_neg());
@@ -635,6 +637,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("current_stream", [](int index) { return current_stream(index); });
   m.def("default_stream", [](int index) { return default_stream(index); });
   m.def("set_stream", [](int64_t id, int index) { set_stream(id, index); });
+  m.def("host_alias", &host_alias);
   m.def("elapsed_time", [](std::uintptr_t start, std::uintptr_t end) {
     return elapsed_ms(reinterpret_cast<const void*>(start), reinterpret_cast<const void*>(end));
   });

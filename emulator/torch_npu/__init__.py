@@ -16,6 +16,9 @@ defined with the real schemas (``schemas.toml``) as reference torch math that en
 real ops' documented preconditions; exposed here as ``torch_npu.<name>``. Their numerics
 are the emulator's, not the NPU's.
 
+Collectives: :mod:`torch_npu.distributed` registers the ``hccl`` backend for ``npu``
+(gloo over the same host memory).
+
 Importable only when ``VLLM_ASCEND_COMPAT_EMULATED_NPU=1`` (see ``emulator/README.md``).
 """
 
@@ -33,8 +36,25 @@ if torch._C._get_privateuse1_backend_name() != "npu":
     torch._register_device_module("npu", npu)
     torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
 
-from . import ops  # noqa: E402  (defines the npu:: and atb:: ops; needs the npu backend)
+from . import distributed, ops  # noqa: E402  (ops: defines npu:: and atb::; needs the backend)
 
 globals().update(ops.public_functions())
+distributed.register()
 
-__all__ = ["EMULATED", "npu", "ops", *ops.KERNELS]
+
+def _not_emulated(name: str):
+    def refuse(*args, **kwargs):
+        raise NotImplementedError(
+            f"torch_npu.{name} is not emulated: neither the plugin nor vLLM calls it"
+        )
+
+    refuse.__name__ = name
+    return refuse
+
+
+# transformers imports these whenever torch_npu is importable (its NPU flash-attention
+# integration), so they exist; calling one raises.
+NOT_EMULATED = ("npu_fusion_attention", "npu_rotary_mul")
+globals().update({name: _not_emulated(name) for name in NOT_EMULATED})
+
+__all__ = ["EMULATED", "distributed", "npu", "ops", *ops.KERNELS, *NOT_EMULATED]
