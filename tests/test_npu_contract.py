@@ -28,6 +28,21 @@ pytestmark = pytest.mark.release_independent
 MANIFEST = tomllib.loads((Path(__file__).with_name("torch_npu_calls.toml")).read_text())["call"]
 SCHEMAS_TOML = REPO_ROOT / "emulator" / "torch_npu" / "schemas.toml"
 SCHEMAS = tomllib.loads(SCHEMAS_TOML.read_text())["op"]
+
+
+def _load_extractor():  # type: ignore[no-untyped-def]
+    """emulator/torch_npu/extract_schemas.py, the script that wrote SCHEMAS_TOML (by path: the
+    emulator is not an importable package here)."""
+    spec = importlib.util.spec_from_file_location(
+        "extract_schemas", SCHEMAS_TOML.with_name("extract_schemas.py")
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXTRACT = _load_extractor()
 SCHEMA = re.compile(rb"((?:npu_|_npu_)\w+)(?:\.\w+)?\(([^()]*)\) -> [^\x00\n]+")
 DECLARATION = re.compile(r"TORCH_NPU_API\s+[\w:<>&, ]+?\s+&?(\w+)\(([^;]*)\);")
 
@@ -42,21 +57,9 @@ class Schema:
         return set(self.positional) | set(self.keyword_only)
 
 
-def _split(arguments: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in arguments:
-        depth += (char in "[(" and 1) or ((char in "])" and -1) or 0)
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    return [p for p in [*parts, current.strip()] if p]
-
-
 def _parse_schema(arguments: str) -> Schema:
     schema, keyword_only = Schema(), False
-    for part in _split(arguments):
+    for part in EXTRACT.split_arguments(arguments):
         if part == "*":
             keyword_only = True
             continue
@@ -66,7 +69,9 @@ def _parse_schema(arguments: str) -> Schema:
 
 
 def _parse_declaration(parameters: str) -> Schema:
-    names = [re.findall(r"(\w+)\s*$", p.split("=")[0])[0] for p in _split(parameters)]
+    names = [
+        re.findall(r"(\w+)\s*$", p.split("=")[0])[0] for p in EXTRACT.split_arguments(parameters)
+    ]
     return Schema(positional=names)
 
 
@@ -126,13 +131,7 @@ def test_schemas_toml_strings_are_the_wheels() -> None:
         )
     if not shutil.which("objdump"):
         pytest.skip("needs objdump (binutils) to rebuild the ATB schema strings from the wheel")
-    spec = importlib.util.spec_from_file_location(
-        "extract_schemas", SCHEMAS_TOML.with_name("extract_schemas.py")
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.extract(Path(wheel)) == SCHEMAS, "schemas.toml is stale: run extract_schemas.py"
+    assert EXTRACT.extract(Path(wheel)) == SCHEMAS, "schemas.toml is stale: run extract_schemas.py"
 
 
 def test_the_schema_reader_finds_known_signatures(schemas: dict[str, Schema]) -> None:
@@ -192,3 +191,14 @@ def test_cpp_calls_name_each_ops_namespace() -> None:
             assert namespace == want, f"{path.name}: {namespace}::{op} should be {want}::{op}"
             found.append(op)
     assert found, "no call_npu calls found: the pattern no longer matches the C++"
+
+
+def test_each_cpp_call_site_resolves_its_op_once() -> None:
+    """The per-layer, per-step path must not look an op up: each call site holds its op and
+    argument binding in a function-local static (built on its first call), and the
+    dispatcher is searched in one place, NpuCall's constructor."""
+    text = (REPO_ROOT / "vllm_ascend_compat" / "csrc" / "npu_kernels.cpp").read_text()
+    sites = re.findall(r"(\S+\s+\S+\s+)NpuCall call_npu\(", text)
+    assert sites and all(site.split() == ["static", "const"] for site in sites), sites
+    assert len(sites) == len(CPP_CALL.findall(text))
+    assert text.count("findSchemaOrThrow") == 1, "the dispatcher is searched outside NpuCall"

@@ -9,6 +9,7 @@ the gathered cache in CPU mode.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass
 from functools import cache
@@ -53,7 +54,13 @@ try:  # vLLM 0.32+: backends declare the physical KV-cache layouts they read
 except ImportError:
     KVCacheLayout = None
 
-from vllm_ascend_compat import device, ops
+from vllm_ascend_compat import activation, device, ops
+
+# torch_npu in NPU mode, imported once here rather than in every layer's forward; None in
+# CPU mode, where nothing calls it.
+torch_npu: Any = (
+    importlib.import_module("torch_npu") if activation.decide().device == "npu" else None
+)
 
 # vLLM's name for a third-party backend: from 0.18 the layer looks the name up in
 # AttentionBackendEnum, where only CUSTOM fits; older lines accept any name.
@@ -361,8 +368,6 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
 
         It takes contiguous tensors only, and vLLM's query is a column slice of its qkv
         projection: each request's rows are copied out (its own rows, not the batch's)."""
-        import torch_npu
-
         block_size = key_cache.shape[1]
         for r in requests:
             start, end = meta.query_start_loc[r], meta.query_start_loc[r + 1]

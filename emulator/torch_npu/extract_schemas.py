@@ -159,7 +159,8 @@ def inline_schemas(library: Path) -> dict[str, str]:
 # --- ATB: the header declaration, and a schema derived from it ---
 
 
-def _split(arguments: str) -> list[str]:
+def split_arguments(arguments: str) -> list[str]:
+    """A schema's or a C++ declaration's arguments, split at the top-level commas."""
     parts, depth, current = [], 0, ""
     for char in arguments:
         depth += (char in "<([" and 1) or ((char in ">)]" and -1) or 0)
@@ -185,7 +186,7 @@ def header_declarations(text: str) -> dict[str, list[tuple[str, str]]]:
     found: dict[str, list[tuple[str, str]]] = {}
     for name, params in _DECLARATION.findall(text):
         parameters = []
-        for param in _split(params):
+        for param in split_arguments(params):
             m = re.fullmatch(r"(.*?)\s*(\w+)", param.split("=")[0].strip())
             assert m, param
             cpp, arg = m.group(1).replace(" ", "").replace("const", "const "), m.group(2)
@@ -208,7 +209,7 @@ def schema_arguments(schema: str) -> list[tuple[str, str]]:
     """(type without alias annotation, name) of each argument of a schema string."""
     inner = schema[schema.index("(") + 1 : schema.rindex(") ->")]
     out = []
-    for part in _split(inner):
+    for part in split_arguments(inner):
         if part == "*" or not part:
             continue
         part = part.lstrip("*, ").split("=")[0].strip()
