@@ -231,6 +231,26 @@ def test_memory_allocated_grows_and_falls():
     """)
 
 
+def test_torch_accelerator_memory_calls_reach_the_allocator():
+    """torch.accelerator's memory API (vLLM 0.33 calls empty_cache after loading a model)
+    needs the device's allocator to be a c10::DeviceAllocator, as torch_npu's is."""
+    run("""
+        n = 1 << 20
+        acc = torch.accelerator
+        assert acc.current_accelerator().type == "npu"
+        before = acc.memory_allocated()
+        x = torch.empty(n, dtype=torch.uint8, device="npu")
+        assert acc.memory_allocated() == before + n == torch.npu.memory_allocated()
+        assert acc.max_memory_allocated() >= before + n
+        if hasattr(acc, "get_memory_info"):
+            assert acc.get_memory_info() == torch.npu.mem_get_info()
+        acc.empty_cache()
+        del x
+        acc.reset_peak_memory_stats()
+        assert acc.max_memory_allocated() == acc.memory_allocated() == before
+    """)
+
+
 def test_device_count_set_and_current():
     run("""
         assert torch.npu.device_count() == 2

@@ -38,6 +38,7 @@
 #include <ATen/ops/view_as_real_native.h>
 #include <ATen/ops/view_native.h>
 #include <c10/core/Allocator.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <torch/csrc/Generator.h>
@@ -135,7 +136,16 @@ void free_block(void* context) {
   delete block;
 }
 
-struct DeviceAllocator final : c10::Allocator {
+// What each device reports as its memory (mem_get_info, device properties,
+// torch.accelerator). The host has no such limit; allocations beyond it are not refused.
+constexpr int64_t kTotalMemory = int64_t{16} << 30;
+
+void reset_peak_memory_stats(DeviceIndex index);
+
+// A c10::DeviceAllocator, as torch.accelerator's memory calls require (vLLM 0.33 empties the
+// cache after loading the model). Nothing is cached and streams are synchronous, so
+// emptyCache and recordStream have nothing to do.
+struct NpuAllocator final : c10::DeviceAllocator {
   c10::DataPtr allocate(size_t nbytes) override {
     const DeviceIndex device = current_device();
     const c10::Device where(kNpu, device);
@@ -157,9 +167,38 @@ struct DeviceAllocator final : c10::Allocator {
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
+
+  bool initialized() override { return true; }
+  void emptyCache(c10::MempoolId_t /*mempool_id*/) override {}
+  void recordStream(const c10::DataPtr& /*ptr*/, c10::Stream /*stream*/) override {}
+
+  // The bytes of npu tensors, current and peak, as allocated, reserved, active and requested
+  // alike (there is no cache, so the four agree).
+  c10::CachingDeviceAllocator::DeviceStats getDeviceStats(DeviceIndex device) override {
+    check_index(device);
+    c10::CachingDeviceAllocator::DeviceStats out;
+    std::lock_guard<std::mutex> lock(stats().mutex);
+    for (auto* bytes : {&out.allocated_bytes, &out.reserved_bytes, &out.active_bytes,
+                        &out.requested_bytes}) {
+      auto& aggregate = (*bytes)[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+      aggregate.current = stats().allocated[device];
+      aggregate.peak = stats().peak[device];
+    }
+    return out;
+  }
+
+  void resetAccumulatedStats(DeviceIndex /*device*/) override {}
+  void resetPeakStats(DeviceIndex device) override { reset_peak_memory_stats(device); }
+
+  std::pair<size_t, size_t> getMemoryInfo(DeviceIndex device) override {
+    check_index(device);
+    std::lock_guard<std::mutex> lock(stats().mutex);
+    const int64_t free = std::max<int64_t>(kTotalMemory - stats().allocated[device], 0);
+    return {static_cast<size_t>(free), static_cast<size_t>(kTotalMemory)};
+  }
 };
 
-DeviceAllocator device_allocator;
+NpuAllocator device_allocator;
 
 int64_t memory_allocated(DeviceIndex index) {
   index = checked(index);
@@ -631,6 +670,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("device_count", [] { return int(device_count()); });
   m.def("current_device", [] { return int(current_device()); });
   m.def("set_device", [](int index) { set_device(static_cast<DeviceIndex>(index)); });
+  m.def("total_memory", [] { return kTotalMemory; });
   m.def("memory_allocated", [](int index) { return memory_allocated(index); });
   m.def("max_memory_allocated", [](int index) { return max_memory_allocated(index); });
   m.def("reset_peak_memory_stats", [](int index) { reset_peak_memory_stats(index); });

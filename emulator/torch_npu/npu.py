@@ -21,8 +21,9 @@ from . import _build
 _C: Any = _build.load()
 
 #: What :func:`mem_get_info` and :func:`get_device_properties` report as each device's
-#: memory. The host has no such limit; allocations beyond it are not refused.
-TOTAL_MEMORY = 16 * 1024**3
+#: memory (the extension's constant, which torch.accelerator reports too). The host has no
+#: such limit; allocations beyond it are not refused.
+TOTAL_MEMORY = int(_C.total_memory())
 DEVICE_NAME = "Emulated NPU (host memory)"
 
 DeviceLike: TypeAlias = torch.device | str | int | None
