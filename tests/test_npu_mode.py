@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 from conftest import REPO_ROOT, check_python, run_python
+from packaging.version import Version
 
 EMULATOR = REPO_ROOT / "emulator"
 BUILD_TIMEOUT = 900  # cold builds of the emulator and of the plugin's ops
@@ -366,11 +367,13 @@ def test_npu_mode_refuses_a_float32_model_with_a_clear_message() -> None:
     """)
 
 
-def test_npu_mode_engine_config_refuses_float32_and_auto_picks_bfloat16(
+def test_npu_mode_engine_config_refuses_float32_and_auto_picks_a_half_dtype(
     tiny_model, vllm_release: str
 ) -> None:
     """Through vLLM's own config building (no engine starts): an explicit float32 stops
-    there, with the plugin's message; "auto" turns the float32 checkpoint into bfloat16."""
+    there, with the plugin's message; "auto" turns the float32 checkpoint into the
+    platform's first dtype, bfloat16 (0.9.0 takes float16 for any float32 checkpoint,
+    whatever the platform: its config.py, "Following common practice")."""
     output = run(
         f"""
         from vllm.engine.arg_utils import EngineArgs
@@ -385,10 +388,36 @@ def test_npu_mode_engine_config_refuses_float32_and_auto_picks_bfloat16(
     """,
         HF_HUB_OFFLINE="1",
     )
-    assert "CONFIG auto torch.bfloat16" in output, output
+    auto = "float16" if Version(vllm_release) < Version("0.9.1") else "bfloat16"
+    assert f"CONFIG auto torch.{auto}" in output, output
     refusals = [line for line in output.splitlines() if line.startswith("REFUSED float32")]
     assert len(refusals) == 1, "float32 was not refused:\n" + output
     assert "torch.float32" in refusals[0] and "--dtype bfloat16" in refusals[0], refusals[0]
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_npu_mode_block_size_is_128_unless_chosen_and_only_128(tiny_model) -> None:
+    """Through vLLM's own config building: no --block-size gives 128 (from 0.18 vLLM fills
+    in 16 first, and the user did not choose it); a chosen 16 is refused with the reason,
+    since the decode and the prefill kernels share no other size."""
+    output = run(
+        f"""
+        from vllm.engine.arg_utils import EngineArgs
+        for block_size in (None, 128, 16):
+            try:
+                config = EngineArgs(model={str(tiny_model)!r}, dtype="bfloat16",
+                                    max_model_len=64, max_num_seqs=8,
+                                    block_size=block_size).create_engine_config()
+            except ValueError as err:
+                print("REFUSED", block_size, str(err).replace("\\n", " "))
+            else:
+                print("CONFIG", block_size, config.cache_config.block_size)
+    """,
+        HF_HUB_OFFLINE="1",
+    )
+    assert "CONFIG None 128" in output and "CONFIG 128 128" in output, output
+    [refused] = [line for line in output.splitlines() if line.startswith("REFUSED 16")]
+    assert "--block-size 128, not 16" in refused, refused
 
 
 @pytest.mark.usefixtures("vllm_release")

@@ -193,6 +193,17 @@ class AscendAttentionBackend(AttentionBackend):
         """0.32+: layer-compact, so each layer's cache is one dense run (see split_kv_cache)."""
         return (KVCacheLayout.LBNHC,)
 
+    @staticmethod
+    def get_supported_kernel_block_sizes(kv_cache_spec: Any = None) -> list[int]:
+        """On an NPU the one block size both fused kernels take (device.BLOCK_SIZE); any in
+        CPU mode. 0.33+ re-picks an unchosen block size from this after the platform."""
+        return [device.BLOCK_SIZE] if device.current().type == "npu" else [1]
+
+    @classmethod
+    def get_preferred_block_size(cls, default_block_size: int) -> int:
+        """The plugin's default in both modes, not vLLM's 16 (0.33+)."""
+        return device.BLOCK_SIZE
+
     @classmethod
     def get_supported_dtypes(cls) -> list[torch.dtype]:  # the hook's name up to 0.13
         return cls.supported_dtypes

@@ -21,6 +21,11 @@ from vllm_ascend_compat import activation, envs
 
 GiB = 1 << 30
 
+# The KV cache block size when the user names none, in both modes. On an NPU it is the only
+# one the kernels share: ATB paged attention (decode) takes multiples of 16 up to 128, and
+# fused infer attention over a paged cache (prefill) multiples of 128 from 128 to 512.
+BLOCK_SIZE = 128
+
 
 def _nothing(*args: Any, **kwargs: Any) -> None:
     pass

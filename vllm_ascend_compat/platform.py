@@ -132,9 +132,8 @@ class NPUPlatform(Platform):
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = f"{_MODULE}.worker.NPUWorker"
-        cache = vllm_config.cache_config
-        if cache is not None and not cache.block_size:
-            cache.block_size = 128
+        if vllm_config.cache_config is not None:
+            _set_block_size(vllm_config.cache_config)
         if model is not None and not model.enforce_eager:
             logger.info("vllm-ascend-compat: graph capture is not available; running eager")
             model.enforce_eager = True
@@ -207,6 +206,21 @@ def _select_scheduler(scheduler_config: Any) -> None:
         scheduler_config.scheduler_cls = SCHEDULER
     elif chosen != SCHEDULER:
         logger.info("vllm-ascend-compat: keeping the configured scheduler %s", chosen)
+
+
+def _set_block_size(cache: Any) -> None:
+    """device.BLOCK_SIZE unless the user chose one; on an NPU no other size runs. From 0.18
+    vLLM fills in its own default (16) before the platform sees the config and records
+    whether the user chose (``user_specified_block_size``); before, an unset size is None."""
+    chosen = getattr(cache, "user_specified_block_size", cache.block_size is not None)
+    if not chosen:
+        cache.block_size = device.BLOCK_SIZE
+    elif _DEVICE.type == "npu" and cache.block_size != device.BLOCK_SIZE:
+        raise ValueError(
+            f"vllm-ascend-compat on an NPU needs --block-size {device.BLOCK_SIZE}, not "
+            f"{cache.block_size}: ATB paged attention takes multiples of 16 up to 128 and "
+            "fused infer attention multiples of 128, so 128 is the one size both take."
+        )
 
 
 def _refuse_v0_engine() -> None:
