@@ -84,18 +84,25 @@ def _releases() -> list[str]:
     return out
 
 
+# The devices a feature's tests run on (tests/features.toml ``devices``; CPU mode if unset).
+DEVICES = {"cpu": "CPU mode", "emulated-npu": "emulated NPU"}
+
+
 def _features(anchors: list[str]) -> list[str]:
     """Anchors x features: tested, or unsupported with the vLLM reason (tests/features.toml)."""
     features = tomllib.loads(FEATURES.read_text())["feature"]
     out = [
         "## Features by anchor",
         "",
-        "`tested`: the feature's end-to-end tests run and pass on that anchor in CI, in CPU "
-        "mode. `no (n)`: that vLLM release cannot run it, reason n below; its tests skip "
-        "there with that reason.",
+        "`tested`: the feature's end-to-end tests run and pass on that anchor in CI, on the "
+        "devices of its row: *CPU mode* (`VLLM_ASCEND_COMPAT_CPU=1`), or the *emulated NPU* "
+        "(`VLLM_ASCEND_COMPAT_EMULATED_NPU=1`: NPU mode on the host-memory `npu` device of "
+        "`emulator/`, whose torch_npu ops enforce the real ops' preconditions; see "
+        "emulator/README.md). No row ran on an Ascend NPU. `no (n)`: that vLLM release "
+        "cannot run it, reason n below; its tests skip there with that reason.",
         "",
-        "| feature | tests | " + " | ".join(anchors) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in anchors) + " |",
+        "| feature | tests | devices | " + " | ".join(anchors) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in anchors) + " |",
     ]
     reasons: list[str] = []
     for feature in features:
@@ -108,7 +115,8 @@ def _features(anchors: list[str]) -> list[str]:
             else:
                 cells.append("tested")
         tests = "<br>".join(f"`{t}`" for t in feature["tests"])
-        out.append(f"| {feature['title']} | {tests} | " + " | ".join(cells) + " |")
+        devices = ", ".join(DEVICES[d] for d in feature.get("devices", ["cpu"]))
+        out.append(f"| {feature['title']} | {tests} | {devices} | " + " | ".join(cells) + " |")
     if reasons:
         out += ["", *(f"{n}. {r}" for n, r in enumerate(reasons, 1))]
     return out
@@ -144,9 +152,12 @@ def render() -> str:
         "patch registry and the recorded runs (`docs/contract-record.json`, "
         "`docs/sweep-record.json`). Do not edit by hand: run `nox -s docs`.",
         "",
-        "What ran where: every test here ran in CPU mode (`VLLM_ASCEND_COMPAT_CPU=1`) on "
-        "x86 machines without an NPU. Nothing has run on real Ascend hardware; the NPU "
-        "path is checked against torch_npu's op schemas only.",
+        "What ran where: every test here ran on x86 machines without an NPU, in CPU mode "
+        "(`VLLM_ASCEND_COMPAT_CPU=1`) and, for the features whose row says so, in NPU mode on "
+        "the emulated npu device (`emulator/`: host memory, torch_npu's ops as reference "
+        "math that enforces their documented preconditions and the wheel's schemas). "
+        "Nothing has run on real Ascend hardware: the emulator cannot know the real "
+        "kernels' numerics, timing or memory limits.",
         "",
         *_releases(),
         "",

@@ -42,6 +42,25 @@ def test_every_feature_names_real_tests_that_carry_its_marker() -> None:
         assert set(feature.get("unsupported", {})) <= set(window().anchors), feature["id"]
 
 
+def test_a_feature_claims_only_the_devices_its_tests_run_on() -> None:
+    """The matrix's device column: a feature on the emulated NPU has tests that start their
+    engines in NPU mode (``mode="npu"``, see e2e.MODE_ENV); one in CPU mode, tests that run
+    CPU mode (every engine test does unless it asks for the npu)."""
+    import re
+
+    from conftest import FEATURES, TESTS_DIR
+
+    for feature in FEATURES.values():
+        devices = feature.get("devices", ["cpu"])
+        assert devices and set(devices) <= {"cpu", "emulated-npu"}, feature["id"]
+        sources = {(TESTS_DIR / n.partition("::")[0]).read_text() for n in feature["tests"]}
+        for source in sources:
+            modes = set(re.findall(r'mode="(\w+)"|\("(npu|cpu)", "\w+", \d\)', source))
+            asked = {m for pair in modes for m in pair if m} or {"cpu"}
+            assert {"npu" if d == "emulated-npu" else d for d in devices} <= asked, (
+                feature["id"], asked)  # fmt: skip
+
+
 def test_required_features_run_on_every_anchor() -> None:
     """A skip names a vLLM limitation; it is not a way to hide drift in what every line runs."""
     from conftest import FEATURES
