@@ -55,7 +55,7 @@ def test_a_feature_claims_only_the_devices_its_tests_run_on() -> None:
         assert devices and set(devices) <= {"cpu", "emulated-npu"}, feature["id"]
         sources = {(TESTS_DIR / n.partition("::")[0]).read_text() for n in feature["tests"]}
         for source in sources:
-            modes = set(re.findall(r'mode="(\w+)"|\("(npu|cpu)", "\w+", \d\)', source))
+            modes = set(re.findall(r'mode="(\w+)"|\("(npu|cpu)", "\w+"(?:, \d+)+\)', source))
             asked = {m for pair in modes for m in pair if m} or {"cpu"}
             assert {"npu" if d == "emulated-npu" else d for d in devices} <= asked, (
                 feature["id"], asked)  # fmt: skip

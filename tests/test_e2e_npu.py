@@ -5,7 +5,7 @@ mode: the platform with device type ``npu``, the PrivateUse1 kernels of
 ``csrc/npu_kernels.cpp`` redispatching to torch_npu's ops, and the NPU attention path, with
 every op checking torch_npu's preconditions (emulator/README.md). The configuration is the
 one Ascend users run: bfloat16 or float16, block size 128, chunked prefill and prefix
-caching, TP=2 over the emulated ``hccl`` group. The emulator cannot know the real device's
+caching, TP=2 and PP=2 over the emulated ``hccl`` group. The emulator cannot know the real device's
 numerics, so the oracle is HF transformers in float32 on the same weights, within the
 error HF itself makes in the dtype (see the ``hf`` fixture).
 """
@@ -48,12 +48,13 @@ CONFIG: dict[str, Any] = {
 # bfloat16 0.24 / 0.046, in float16 at TP=2 0.025 / 0.0056; CPU mode in bfloat16 0.30 /
 # 0.049. The emulator's kernels accumulate in float32, as the real ones do.
 
-# (mode, dtype, tensor parallel size): the runs, one engine each. float16 runs at TP=2, so
-# three engines cover both dtypes, TP=2 over the emulated hccl group, and CPU mode.
+# (mode, dtype, tensor parallel size, pipeline parallel size): the runs, one engine each.
+# Three engines cover both dtypes, TP=2 and PP=2 over the emulated hccl group, and CPU mode;
+# the server below runs NPU mode at TP=1.
 RUNS = [
-    ("npu", "bfloat16", 1),
-    ("npu", "float16", 2),
-    ("cpu", "bfloat16", 1),
+    ("npu", "bfloat16", 2, 1),
+    ("npu", "float16", 1, 2),
+    ("cpu", "bfloat16", 1, 1),
 ]
 
 
@@ -117,7 +118,7 @@ def _hf_own_error(model: Path, dtype: str, paths: list[list[int]], rows: list[An
     return {"max": float(every.max()), "mean": float(every.mean())}
 
 
-@pytest.fixture(scope="module", params=RUNS, ids=lambda r: f"{r[0]}-{r[1]}-tp{r[2]}")
+@pytest.fixture(scope="module", params=RUNS, ids=lambda r: f"{r[0]}-{r[1]}-tp{r[2]}-pp{r[3]}")
 def run(
     request: pytest.FixtureRequest,
     model: Path,
@@ -127,7 +128,7 @@ def run(
     """One engine: greedy FIRST, then SECOND (its shared block cached), each decoded token
     with its logprob; then HF's greedy paths fed back as prompts and scored by prompt
     logprobs (teacher forcing, through the prefill path)."""
-    mode, dtype, tp = request.param
+    mode, dtype, tp, pp = request.param
     greedy = {"sampling": {"ignore_eos": True, "max_tokens": MAX_TOKENS, "logprobs": 1}}
     teacher = {
         "prompts": [hf[p]["path"] for p in FIRST],
@@ -135,12 +136,13 @@ def run(
     }
     result = run_spec(
         model,
-        tmp_path_factory.mktemp(f"{mode}-{dtype}-tp{tp}"),
+        tmp_path_factory.mktemp(f"{mode}-{dtype}-tp{tp}-pp{pp}"),
         [{"prompts": FIRST, **greedy}, {"prompts": SECOND, **greedy}, teacher],
         mode=mode,
-        **{**CONFIG, "dtype": dtype, "tensor_parallel_size": tp},
-    )
-    return {**result, "mode": mode, "dtype": dtype, "tp": tp}
+        **{**CONFIG, "dtype": dtype, "tensor_parallel_size": tp, "pipeline_parallel_size": pp,
+           "distributed_executor_backend": "mp" if tp * pp > 1 else None},
+    )  # fmt: skip
+    return {**result, "mode": mode, "dtype": dtype, "tp": tp, "pp": pp}
 
 
 def _margin(row: Any) -> float:
@@ -151,7 +153,7 @@ def _margin(row: Any) -> float:
 def test_the_engine_ran_in_the_mode_asked(run: dict[str, Any]) -> None:
     assert run["device_type"] == run["mode"]
     workers = [line for line in run["log"].splitlines() if "vllm-ascend-compat worker on" in line]
-    assert len(workers) == run["tp"], workers
+    assert len(workers) == run["tp"] * run["pp"], workers
     for rank, line in enumerate(sorted(workers, key=lambda w: w.split(" on ")[1])):
         where = f"npu:{rank}" if run["mode"] == "npu" else "cpu"
         assert f"worker on {where}: compiled kernels" in line, line
@@ -179,9 +181,9 @@ def _check_scored(
 def _report(run: dict[str, Any], what: str, errors: list[float], hf_own: dict) -> None:
     """The agreement figures (pytest -s shows them); the mean within HF's own."""
     mean = sum(errors) / len(errors)
-    print(f"{run['mode']} {run['dtype']} tp{run['tp']} {what}: {len(errors)} logprobs, max "
-          f"|error| {max(errors):.4f}, mean {mean:.5f}; HF's own in {run['dtype']}: "
-          f"max {hf_own['max']:.4f}, mean {hf_own['mean']:.5f}")  # fmt: skip
+    print(f"{run['mode']} {run['dtype']} tp{run['tp']} pp{run['pp']} {what}: {len(errors)} "
+          f"logprobs, max |error| {max(errors):.4f}, mean {mean:.5f}; HF's own in "
+          f"{run['dtype']}: max {hf_own['max']:.4f}, mean {hf_own['mean']:.5f}")  # fmt: skip
     assert mean <= hf_own["mean"], f"{what}: mean |error| {mean} vs HF's own {hf_own['mean']}"
 
 
