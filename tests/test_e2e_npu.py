@@ -45,8 +45,8 @@ CONFIG: dict[str, Any] = {
 # logprobs may be no further from float32 than that, each (HF's largest error) and on
 # average (HF's mean error). Measured on vLLM 0.11.0 (torch 2.13), largest / mean |error|:
 # HF's own bfloat16 0.51 / 0.058, float16 0.13 / 0.011; the plugin on the emulated NPU in
-# bfloat16 0.24 / 0.046, in float16 at TP=2 0.025 / 0.0056; CPU mode in bfloat16 0.30 /
-# 0.049. The emulator's kernels accumulate in float32, as the real ones do.
+# bfloat16 at TP=2 0.30 / 0.045, in float16 at PP=2 0.035 / 0.0056; CPU mode in bfloat16
+# 0.30 / 0.049. The emulator's kernels accumulate in float32, as the real ones do.
 
 # (mode, dtype, tensor parallel size, pipeline parallel size): the runs, one engine each.
 # Three engines cover both dtypes, TP=2 and PP=2 over the emulated hccl group, and CPU mode;
