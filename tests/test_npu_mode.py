@@ -265,30 +265,25 @@ def test_rotary_layer_on_npu_matches_vllm_native() -> None:
 
 
 @pytest.mark.usefixtures("vllm_release")
-def test_decode_attention_on_npu() -> None:
-    """Decode requests reach ATB's paged attention, whose context_lens is host int32 data."""
+@pytest.mark.parametrize(
+    "requests",
+    [
+        # decodes reach ATB's paged attention, whose context_lens is host int32 data
+        pytest.param([(139, 1), (6, 1), (200, 1)], id="decode"),
+        # prefill and chunked prefill over a cached prefix reach fused infer attention,
+        # which takes contiguous tensors only, with the query a column slice of vLLM's qkv
+        pytest.param([(0, 5), (9, 6), (130, 17)], id="prefill"),
+    ],
+)
+def test_attention_on_npu_takes_vllms_split_qkv(requests: list[tuple[int, int]]) -> None:
+    """One step of (cached tokens, new tokens) per request, against float64 attention."""
     run(
         COMPILED,
         ATTENTION,
-        """
+        f"""
         torch.manual_seed(0)
-        [(out, want)] = run_step([make_impl()], [(139, 1), (6, 1), (200, 1)])
-        close(out, want, "decode")
-        """,
-    )
-
-
-@pytest.mark.usefixtures("vllm_release")
-def test_prefill_attention_on_npu_takes_vllms_split_query() -> None:
-    """Prefill and chunked prefill over a cached prefix, with the query a column slice of
-    vLLM's qkv: fused infer attention takes contiguous tensors only."""
-    run(
-        COMPILED,
-        ATTENTION,
-        """
-        torch.manual_seed(0)
-        [(out, want)] = run_step([make_impl()], [(0, 5), (9, 6), (130, 17)])
-        close(out, want, "prefill")
+        [(out, want)] = run_step([make_impl()], {requests!r})
+        close(out, want, "attention")
         """,
     )
 
