@@ -3,12 +3,12 @@
     python emulator/install.py [VENV]          # default: this interpreter's environment
     python emulator/install.py --uninstall [VENV]
 
-Writes ``vllm_ascend_compat_emulator.pth`` into the venv's site-packages. Its first line
-adds ``emulator/hook`` (this checkout's real path) to ``sys.path``; its second imports
-``vllm_ascend_compat_emulator_hook``, which puts ``emulator/`` first on ``sys.path`` only
-when ``VLLM_ASCEND_COMPAT_EMULATED_NPU=1``. So in that venv ``import torch_npu`` loads the
-emulator (host memory, for tests; not an Ascend NPU) exactly when the variable is set, in
-every process of the run.
+Writes ``vllm_ascend_compat_emulator.pth`` into the venv's site-packages: one line, run at
+every interpreter start, that puts ``emulator/`` (this checkout's real path) first on
+``sys.path`` only when ``VLLM_ASCEND_COMPAT_EMULATED_NPU=1``. So in that venv ``import
+torch_npu`` loads the emulator (host memory, for tests; not an Ascend NPU) exactly when the
+variable is set, in every process of the run. The line imports nothing from the checkout,
+so a venv whose checkout was deleted starts silently (torch_npu is then just absent).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sysconfig
 from pathlib import Path
 
 PTH_NAME = "vllm_ascend_compat_emulator.pth"
-HOOK_DIR = Path(__file__).resolve().parent / "hook"
-HOOK_MODULE = "vllm_ascend_compat_emulator_hook"
+EMULATOR_DIR = str(Path(__file__).resolve().parent)
+SWITCH = "VLLM_ASCEND_COMPAT_EMULATED_NPU"
 
 
 def site_packages(venv: Path | None) -> Path:
@@ -42,7 +42,12 @@ def site_packages(venv: Path | None) -> Path:
 
 
 def pth_text() -> str:
-    return f"{HOOK_DIR}\nimport {HOOK_MODULE}\n"
+    """One line starting with ``import``: site executes such a line (a bare path, it would
+    add to ``sys.path`` whatever the variable says)."""
+    return (
+        f"import os, sys; os.environ.get({SWITCH!r}, '').strip() == '1' "
+        f"and {EMULATOR_DIR!r} not in sys.path and sys.path.insert(0, {EMULATOR_DIR!r})\n"
+    )
 
 
 def install(target: Path) -> Path:

@@ -7,6 +7,7 @@ These tests check the emulator against the CPU and against what the plugin needs
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -518,6 +519,33 @@ def test_the_switch_makes_torch_npu_importable_in_every_process(tmp_path: Path):
     )
     assert removed.returncode == 0, removed.stderr
     assert probe(**{SWITCH: "1"}) == "absent False"
+
+
+def test_the_switch_of_a_deleted_checkout_starts_python_silently(tmp_path: Path):
+    """CI clones come and go while their venvs stay: with the checkout gone, the switch
+    must not print a traceback at every interpreter start, variable set or not."""
+    venv = _make_venv(tmp_path)
+    clone = tmp_path / "clone" / "emulator"
+    clone.mkdir(parents=True)
+    shutil.copy(EMULATOR / "install.py", clone)
+    installed = subprocess.run(
+        [sys.executable, str(clone / "install.py"), str(venv)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
+    assert installed.returncode == 0, installed.stderr
+    shutil.rmtree(tmp_path / "clone")
+    code = "import importlib.util; print(importlib.util.find_spec('torch_npu') is None)"
+    for switch in ("0", "1"):
+        proc = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", code],
+            capture_output=True,
+            text=True,
+            env=clean_env(**{SWITCH: switch}),
+            cwd=tmp_path,
+        )
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "True\n", ""), proc
 
 
 def test_the_installed_plugin_does_not_ship_the_emulator():
