@@ -80,9 +80,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vllm_ascend_compat.testing import build_tiny_model
+    from vllm_ascend_compat.tiny_model import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +100,9 @@ def oracle(tiny_model: Path) -> dict[str, list[int]]:
     import torch
     import transformers
     from e2e import FIRST, LONG, MAX_TOKENS, SECOND
+    from oracles import hf_greedy
 
     from vllm_ascend_compat import envs
-    from vllm_ascend_compat.testing import hf_greedy
 
     key = hashlib.sha256(
         json.dumps(

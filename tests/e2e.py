@@ -163,7 +163,7 @@ def _check_position(hf_row: Any, got: list[list[float]], where: str) -> int:
 def assert_logprobs_equal_hf(outputs: list[dict[str, Any]], model: Path) -> int:
     """The LOGPROBS batch's outputs against log_softmax of HF's float32 logits: every sampled
     and prompt position, once each. Returns the number of values compared."""
-    from vllm_ascend_compat.testing import hf_log_softmax
+    from oracles import hf_log_softmax
 
     assert len(outputs) == len(LOGPROBS["prompts"])
     sequences = [out["prompt_token_ids"] + out["tokens"] for out in outputs]

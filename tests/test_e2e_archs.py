@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from e2e import FIRST, PREFIX, run_spec
-
-from vllm_ascend_compat.testing import build_tiny_model, hf_greedy, hf_log_softmax
+from oracles import hf_greedy, hf_log_softmax
+from tiny_models import build_arch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 
@@ -32,7 +32,7 @@ MAX_TOKENS = 24
 def test_greedy_tokens_and_logprobs_equal_hf(arch: str, tmp_path: Path) -> None:
     """Greedy tokens equal HF's; each token's logprob equals HF's log_softmax (within 1e-4),
     which also checks what greedy cannot see: Gemma-2's final soft cap (a monotonic map)."""
-    model = build_tiny_model(tmp_path / arch, arch)
+    model = build_arch(tmp_path / arch, arch)
     batch = {"prompts": PROMPTS, "sampling": {"max_tokens": MAX_TOKENS, "logprobs": 1}}
     run = run_spec(model, tmp_path, [batch])
     outputs = run["batches"][0]

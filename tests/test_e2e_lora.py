@@ -23,7 +23,7 @@ MAX_TOKENS = 16
 @pytest.fixture(scope="module")
 def lora_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The prompts without the adapter, then with it, through one engine; HF on both models."""
-    from vllm_ascend_compat.testing import hf_greedy
+    from oracles import hf_greedy
 
     tmp = tmp_path_factory.mktemp("lora")
     adapter = write_adapter(tiny_model, tmp / "adapter")

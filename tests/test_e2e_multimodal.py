@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from e2e import CHUNK, run_spec
-
-from vllm_ascend_compat.testing import build_tiny_llava
+from tiny_models import build_tiny_llava
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 

@@ -62,7 +62,7 @@ RUNS = [
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama with 64-wide heads (4 query, 2 KV: GQA that TP=2 splits) and room for
     prompts longer than a block."""
-    from vllm_ascend_compat.testing import build_tiny_model
+    from vllm_ascend_compat.tiny_model import build_tiny_model
 
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny-llama-512"), "llama",
@@ -74,9 +74,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hf(model: Path) -> dict[str, Any]:
     """HF in float32: each prompt's ids, its greedy tokens, and the log-softmax along that
     path (row i scores token i + 1)."""
+    from oracles import hf_greedy_ids, hf_log_softmax
     from transformers import AutoTokenizer
-
-    from vllm_ascend_compat.testing import hf_greedy_ids, hf_log_softmax
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = FIRST + SECOND
@@ -210,7 +209,7 @@ def test_decoded_tokens_and_logprobs_follow_hf(
     """Free-running greedy decoding, every step: the logprob of the token vLLM chose against
     HF's float32 run along vLLM's own path, and the token is HF's top-1 wherever HF's top-2
     margin exceeds the tolerance (where it does not, either token is right)."""
-    from vllm_ascend_compat.testing import hf_log_softmax
+    from oracles import hf_log_softmax
 
     outputs = run["batches"][0] + run["batches"][1]
     paths = [hf[p]["ids"] + out["tokens"] for p, out in zip(FIRST + SECOND, outputs, strict=True)]

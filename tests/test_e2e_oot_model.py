@@ -38,7 +38,7 @@ def oot_run(oot_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 @pytest.mark.feature("oot-model")
 def test_out_of_tree_model_serves_hf_tokens(oot_run: dict[str, Any], oot_model: Path) -> None:
-    from vllm_ascend_compat.testing import hf_greedy
+    from oracles import hf_greedy
 
     assert f"built out-of-tree model {ARCH}" in oot_run["log"], "vLLM did not build the OOT class"
     got = [out["tokens"] for out in oot_run["batches"][0]]

@@ -91,7 +91,7 @@ def _token_logprobs(out: dict[str, Any]) -> list[float]:
 
 
 def _hf_token_logprobs(model: Path, out: dict[str, Any]) -> list[float]:
-    from vllm_ascend_compat.testing import hf_log_softmax
+    from oracles import hf_log_softmax
 
     prompt, tokens = out["prompt_token_ids"], out["tokens"]
     (log_probs,) = hf_log_softmax(model, [prompt + tokens])
@@ -108,7 +108,7 @@ def test_the_engine_loaded_int8_weights(run: dict[str, Any]) -> None:
 def test_tokens_equal_hf_on_the_dequantized_weights(
     run: dict[str, Any], models: dict[str, Path]
 ) -> None:
-    from vllm_ascend_compat.testing import hf_greedy_ids
+    from oracles import hf_greedy_ids
 
     first = run["batches"][0]
     prompts = [out["prompt_token_ids"] for out in first]

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from e2e import BEAM, BEAM_SEARCH, GREEDY, LOGPROB_TOLERANCE, assert_logprobs_equal_hf
-
-from vllm_ascend_compat.testing import hf_beam_search
+from oracles import hf_beam_search
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 

@@ -32,7 +32,7 @@ from vllm_ascend_compat.source import Definition, ReleaseSource
 CORE = Path(__file__).parent
 # Modules that are not the core's runtime surface: the offline tools import only
 # stable entry points. A patch's modules are checked on the releases the patch serves.
-NOT_CORE = {"contract", "source", "testing", "quantize", "demo", "cli"}
+NOT_CORE = {"contract", "source", "tiny_model", "quantize", "demo", "cli"}
 # CustomOp dispatches forward() to forward_oot with forward_native's arguments.
 DISPATCHED_AS = {"forward_oot": "forward_native"}
 # Overrides vLLM never calls with its base's full signature, and why.

@@ -36,9 +36,9 @@ def main() -> None:
         activation.decide.cache_clear()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from vllm_ascend_compat.testing import build_tiny_model
+    from vllm_ascend_compat.tiny_model import build_tiny_model
 
-    model = build_tiny_model(args.model_dir, "llama")
+    model = build_tiny_model(args.model_dir)
     from vllm import LLM, SamplingParams
 
     from vllm_ascend_compat import patching
