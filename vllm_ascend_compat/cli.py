@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
 import json
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -56,6 +59,31 @@ def _device_found() -> dict[str, Any]:
 
 
 def doctor(as_json: bool) -> int:
+    # vLLM logs to stdout on some releases (0.11.0 when it lists its plugins): with --json,
+    # stdout must carry the JSON document alone
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        report, status = _doctor_report()
+    _print_doctor(report, as_json)
+    return status
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr meanwhile: a logging handler holds the sys.stdout
+    it found, so only the descriptor reaches every writer."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _doctor_report() -> tuple[dict[str, Any], int]:
+    """The environment's report, and the exit status: 1 if a required patch cannot apply."""
     import torch
 
     decision = activation.decide()
@@ -69,8 +97,7 @@ def doctor(as_json: bool) -> int:
         detected = release.detect()
     except release.ReleaseError as err:
         report["vllm"] = {"error": str(err)}
-        _print_doctor(report, as_json)
-        return 1
+        return report, 1
     report["vllm"] = {
         "installed": detected.installed,
         "flavour": detected.flavour,
@@ -84,15 +111,13 @@ def doctor(as_json: bool) -> int:
         report["patches"] = _plan(detected)
     except patching.PatchError as err:
         report["patches_error"] = str(err)
-        _print_doctor(report, as_json)
-        return 1
-    _print_doctor(report, as_json)
+        return report, 1
     broken = [
         row
         for row in report["patches"]
         if row["status"] == "will-apply" and row["check"] != "ok" and not row["optional"]
     ]
-    return 1 if broken else 0
+    return report, 1 if broken else 0
 
 
 def _print_doctor(report: dict[str, Any], as_json: bool) -> None:
