@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
@@ -17,13 +21,27 @@ pytestmark = pytest.mark.release_independent
 CHECKOUT = REPO_ROOT / "vllm_ascend_compat"
 
 
-def test_the_installed_package_holds_every_patch_topic_kernel_and_data_file() -> None:
-    """The tests import the installed plugin: it must carry what the checkout has."""
-    installed = importlib.resources.files("vllm_ascend_compat")
-    for path in CHECKOUT.rglob("*"):
-        if path.suffix in {".py", ".cpp", ".toml"} and "__pycache__" not in path.parts:
-            relative = path.relative_to(CHECKOUT).as_posix()
-            assert installed.joinpath(relative).is_file(), f"{relative} is not installed"
+def test_the_wheel_holds_every_module_kernel_and_data_file(tmp_path: Path) -> None:
+    """pyproject.toml finds the packages (no hand-kept list): a wheel built from the
+    checkout has every package, patch topic, kernel source and data file it has."""
+    source = tmp_path / "source"  # the build writes build/ and egg-info beside its source
+    shutil.copytree(CHECKOUT, source / CHECKOUT.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(source)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("vllm_ascend_compat-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in CHECKOUT.rglob("*")
+        if path.suffix in {".py", ".cpp", ".toml"} and "__pycache__" not in path.parts
+    }
+    assert f"{CHECKOUT.name}/patches/__init__.py" in wanted
+    assert wanted <= shipped, f"not in the wheel: {sorted(wanted - shipped)}"
 
 
 def test_declarations_are_complete_and_unique() -> None:

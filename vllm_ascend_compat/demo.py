@@ -1,8 +1,9 @@
 """Offline generation through the plugin with a tiny model built on the spot.
 
 ``python -m vllm_ascend_compat.demo`` runs on the NPU when torch_npu sees one, and
-in CPU mode otherwise (``--cpu`` forces CPU mode). It prints the generated text,
-the decode speed and the patch report.
+in CPU mode otherwise (``--cpu`` forces CPU mode). It prints which copy of the plugin
+runs (a checkout's, from its root), the generated text, the decode speed and the patch
+report.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
+import vllm_ascend_compat
 from vllm_ascend_compat import envs
 
 PROMPTS = [
@@ -28,6 +31,8 @@ def main() -> None:
     parser.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tiny-llama"))
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
+    print(f"vllm-ascend-compat {vllm_ascend_compat.__version__} "
+          f"from {Path(vllm_ascend_compat.__file__).parent}")  # fmt: skip
 
     from vllm_ascend_compat import activation
 
