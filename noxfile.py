@@ -40,6 +40,7 @@ ROOT = Path(__file__).parent
 sys.path[:0] = [str(ROOT), str(ROOT / ".ci")]  # the release data's reader; the CI summary
 from summary import junit_counts  # noqa: E402
 
+from vllm_ascend_compat import envs  # noqa: E402
 from vllm_ascend_compat.release import Environment, window  # noqa: E402
 
 RELEASES = window()
@@ -48,7 +49,7 @@ WINDOW = RELEASES.releases
 ANCHORS = RELEASES.anchors
 DEFAULT = RELEASES.default
 environment = RELEASES.environment
-CACHE = Path(os.environ.get("VLLM_ASCEND_COMPAT_CACHE", Path.home() / ".cache/vllm-ascend-compat"))
+CACHE = envs.cache_dir()
 REPORTS = ROOT / ".reports"  # JUnit files, summarised by .ci/summary.py
 SWEEP_RECORD = ROOT / "docs" / "sweep-record.json"  # the last recorded sweep of each release
 # CI sweeps one share of the window's non-anchor releases per run, chosen by the commit
@@ -234,6 +235,12 @@ def venv_for(session: nox.Session, version: str) -> str:
     return python
 
 
+def activated(python: str) -> dict[str, str]:
+    """The variables of ``python``'s venv as if activated: its bin first on PATH, where the
+    C++ builds (the kernels, the emulated device) find the ninja wheel's binary."""
+    return {"PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")])}
+
+
 def install_release(session: nox.Session, version: str) -> str:
     """Make the serving environment hold vLLM ``version``, this plugin and the switch of the
     emulated npu device; return its python."""
@@ -252,6 +259,7 @@ def run_suite(session: nox.Session, version: str, *pytest_args: str) -> None:
     """The whole suite on ``version``; the release-independent tests only on the default."""
     python = install_release(session, version)
     env = {
+        **activated(python),
         "VLLM_ASCEND_COMPAT_TEST_LINE": version,
         "VLLM_ASCEND_COMPAT_TORCH_NPU_WHEEL": str(_torch_npu_wheel(session, python)),
     }
@@ -279,7 +287,8 @@ def sweep_release(session: nox.Session, version: str, record: bool) -> bool:
     with session.chdir(ROOT / "tests"):
         session.run(
             python, "-m", "pytest", *xdist, "-m", "sweep", f"--junitxml={report}", ".",
-            env={"VLLM_ASCEND_COMPAT_TEST_LINE": version}, external=True, success_codes=[0, 1],
+            env={**activated(python), "VLLM_ASCEND_COMPAT_TEST_LINE": version}, external=True,
+            success_codes=[0, 1],
         )  # fmt: skip
     passed, failed, skipped = junit_counts(report)
     if record:
@@ -349,7 +358,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def anchor(session: nox.Session) -> None:
-    """The whole suite on one anchor: nox -s anchor -- 0.33.0 [pytest arguments]."""
+    """The whole suite on one anchor: run_nox.py -s anchor -- 0.33.0 [pytest arguments]."""
     if not session.posargs or session.posargs[0] not in ANCHORS:
         session.error(f"name an anchor release first: {', '.join(ANCHORS)}")
     run_suite(session, session.posargs[0], *session.posargs[1:])
@@ -403,7 +412,7 @@ def demo(session: nox.Session) -> None:
     python = install_release(session, DEFAULT)
     with session.chdir(CACHE):
         session.run(python, "-m", "vllm_ascend_compat.demo", *session.posargs,
-                    env={"HF_HUB_OFFLINE": "1"}, external=True)  # fmt: skip
+                    env={**activated(python), "HF_HUB_OFFLINE": "1"}, external=True)  # fmt: skip
 
 
 @nox.session(python="3.11")

@@ -1,7 +1,7 @@
 """Kernel benchmark: the compiled _C_ascend_compat CPU ops against (a) the torch eager
 composite and (b) vLLM's own CPU kernels, on identical inputs in one run.
 
-    python benchmarks/kernels.py            # (b) needs vLLM's CPU build: nox -s bench
+    python benchmarks/kernels.py    # (b) needs vLLM's CPU build: python3 run_nox.py -s bench
 
 Prints, per op and shape, the median time of each implementation and the speed-up
 ratios, plus effective GB/s of the memory-bound ops against a plain copy of the

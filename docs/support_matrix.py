@@ -1,8 +1,8 @@
 """Generate docs/support-matrix.md from the release data, the patch registry and the
 recorded runs (docs/contract-record.json, docs/sweep-record.json).
 
-Run ``nox -s docs`` (or ``python docs/support_matrix.py``) after changing any of them;
-tests/test_docs.py fails while the committed copy is stale.
+Run ``python3 run_nox.py -s docs`` (or ``python docs/support_matrix.py``) after changing
+any of them; tests/test_docs.py fails while the committed copy is stale.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def vllm_release() -> str:
     line = os.environ.get("VLLM_ASCEND_COMPAT_TEST_LINE")
     if not line:
         pytest.skip(
-            "needs a vLLM release line: run through nox (VLLM_ASCEND_COMPAT_TEST_LINE unset)"
+            "needs a vLLM release line: run through run_nox.py (VLLM_ASCEND_COMPAT_TEST_LINE unset)"
         )
     return line
 

@@ -1,9 +1,9 @@
 """The static contract on every release of the window, read from its released source.
 
-``nox -s contract`` downloads each release's sdist (or its wheel, where the index has
-no sdist) and passes their paths in VLLM_ASCEND_COMPAT_SOURCES; nothing is installed.
-The findings of every release are written to docs/contract-record.json, which the
-support matrix renders.
+``python3 run_nox.py -s contract`` downloads each release's sdist (or its wheel, where the
+index has no sdist) and passes their paths in VLLM_ASCEND_COMPAT_SOURCES; nothing is
+installed. The findings of every release are written to docs/contract-record.json,
+which the support matrix renders.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _sources() -> dict[str, Path]:
 
 SOURCES = _sources()
 needs_sources = pytest.mark.skipif(
-    not SOURCES, reason="needs the releases' sources: run through nox -s contract"
+    not SOURCES, reason="needs the releases' sources: run through python3 run_nox.py -s contract"
 )
 
 
@@ -51,7 +51,9 @@ def test_every_release_of_the_window_has_its_source() -> None:
 def test_the_window_lists_every_final_release_on_the_index() -> None:
     listed = os.environ.get("VLLM_ASCEND_COMPAT_INDEX_RELEASES")
     if not listed:
-        pytest.skip("the index's release list was not given (nox -s contract gives it)")
+        pytest.skip(
+            "the index's release list was not given (python3 run_nox.py -s contract gives it)"
+        )
     versions = []
     for text in listed.split(","):
         try:

@@ -12,8 +12,8 @@ nothing installed, for every release of the window:
   one branch's names), and every method the core overrides accepts every call
   vLLM's own method of that release accepts.
 
-``nox -s contract`` runs it for the whole window; ``vllm-ascend-compat contract``
-for one source (a distributor's patched tree, say).
+``python3 run_nox.py -s contract`` runs it for the whole window;
+``vllm-ascend-compat contract`` for one source (a distributor's patched tree, say).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class Window:
     highest: str
     releases: tuple[str, ...]  # the final releases inside it on the package index
     anchors: tuple[str, ...]  # the releases the whole suite runs on
-    default: str  # the anchor `nox -s tests` and the demo use
+    default: str  # the anchor `python3 run_nox.py -s tests` and the demo use
     environments: tuple[Environment, ...]
     wheel_only: dict[str, tuple[str, ...]]  # no sdist: release -> its CUDA-only requirements
 
