@@ -28,11 +28,12 @@ def test_the_wheel_holds_every_module_kernel_and_data_file(tmp_path: Path) -> No
     shutil.copytree(CHECKOUT, source / CHECKOUT.name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, source)
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
          "-w", str(tmp_path), str(source)],
-        check=True, capture_output=True, timeout=300,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = tmp_path.glob("vllm_ascend_compat-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     wanted = {
