@@ -57,10 +57,56 @@ def _init_distributed(
         ensure_kv_transfer_initialized(vllm_config)
 
 
+class RewindableGenerator(torch.Generator):
+    """A seeded request's generator on a device whose generators have no Philox offset.
+
+    vLLM samples a token for every partial prefill, discards it and rewinds the generator
+    with ``set_offset(get_offset() - 4)``, which only CUDA-style generators take: a CPU
+    generator raises, and the engine dies. This one goes back to the state the runner saved
+    before sampling (:meth:`NPUModelRunner._update_states_saving_generators`)."""
+
+    before_sampling: torch.Tensor
+
+    def get_offset(self) -> int:
+        return 0
+
+    def set_offset(self, offset: int) -> None:
+        self.set_state(self.before_sampling)
+
+
+def _generators_have_offsets(device: torch.device) -> bool:
+    try:
+        torch.Generator(device=device).get_offset()
+    except RuntimeError:
+        return False
+    return True
+
+
 class NPUModelRunner(GPUModelRunner):
     def __init__(self, vllm_config: Any, device: torch.device) -> None:
         with current_device().as_cuda():
             super().__init__(vllm_config, device)
+        if not _generators_have_offsets(device):
+            self._update_states = self._update_states_saving_generators
+
+    def _update_states_saving_generators(self, scheduler_output: Any) -> Any:
+        """vLLM's ``_update_states``; then each new seeded request gets a
+        :class:`RewindableGenerator` (same state), and every seeded generator's state is saved
+        for the rewind after this step's sampling."""
+        result = super()._update_states(scheduler_output)
+        generators = self.input_batch.generators
+        if generators:
+            for new in scheduler_output.scheduled_new_reqs:
+                state = self.requests[new.req_id]
+                if state.generator is None or isinstance(state.generator, RewindableGenerator):
+                    continue
+                rewindable = RewindableGenerator(device=self.device)
+                rewindable.set_state(state.generator.get_state())
+                state.generator = rewindable
+                generators[self.input_batch.req_id_to_index[new.req_id]] = rewindable
+            for generator in generators.values():
+                generator.before_sampling = generator.get_state()
+        return result
 
     def _init_device_properties(self) -> None:
         pass  # no CUDA device properties to read
