@@ -193,9 +193,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(model: Path, args: list[str], tmp: Path, mode: str = "cpu") -> Iterator[str]:
-    """``vllm serve model *args`` through the plugin (in ``mode``, see :data:`MODE_ENV`) until
-    it is healthy; yields its base URL, and stops it afterwards. Its log is in ``tmp``."""
+def serve(
+    model: Path, args: list[str], tmp: Path, mode: str = "cpu", env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``vllm serve model *args`` through the plugin (in ``mode``, see :data:`MODE_ENV`, with
+    ``env`` added) until it is healthy; yields its base URL, and stops it afterwards. Its log is
+    in ``tmp``."""
+    with serving(model, args, tmp, mode, env) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def serving(
+    model: Path, args: list[str], tmp: Path, mode: str = "cpu", env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`serve`, yielding the server process too."""
     port = free_port()
     log = tmp / "vllm-serve.log"
     command = [
@@ -205,7 +217,7 @@ def serve(model: Path, args: list[str], tmp: Path, mode: str = "cpu") -> Iterato
     with log.open("w") as out:
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT,
-            env=clean_env(**MODE_ENV[mode], HF_HUB_OFFLINE="1"),
+            env=clean_env(**MODE_ENV[mode], HF_HUB_OFFLINE="1", **(env or {})),
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -222,7 +234,7 @@ def serve(model: Path, args: list[str], tmp: Path, mode: str = "cpu") -> Iterato
             if time.monotonic() > deadline:
                 pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-4000:]}")
             time.sleep(1)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from e2e import BLOCK, CHUNK, FIRST, MAX_MODEL_LEN, SECOND, events, post, serve, token_ids
+from e2e import (
+    BLOCK,
+    CHUNK,
+    FIRST,
+    MAX_MODEL_LEN,
+    SECOND,
+    events,
+    post,
+    serve,
+    serving,
+    token_ids,
+)  # fmt: skip
+from hostile import ACCEPTED, CASES, COMPLETIONS, OVERSIZED, spliced
 from packaging.version import Version
 
 pytestmark = [
@@ -22,14 +43,16 @@ MODEL = "tiny"
 MAX_TOKENS = 16
 
 
+SERVER_ARGS = [
+    "--served-model-name", MODEL, "--dtype", "float32", "--max-model-len",
+    str(MAX_MODEL_LEN), "--seed", "0", "--enable-prefix-caching", "--enable-chunked-prefill",
+    "--max-num-batched-tokens", str(CHUNK), "--block-size", str(BLOCK), "--max-num-seqs", "8",
+]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    args = [
-        "--served-model-name", MODEL, "--dtype", "float32", "--max-model-len",
-        str(MAX_MODEL_LEN), "--seed", "0", "--enable-prefix-caching", "--enable-chunked-prefill",
-        "--max-num-batched-tokens", str(CHUNK), "--block-size", str(BLOCK), "--max-num-seqs", "8",
-    ]  # fmt: skip
-    with serve(tiny_model, args, tmp_path_factory.mktemp("server")) as base:
+    with serve(tiny_model, SERVER_ARGS, tmp_path_factory.mktemp("server")) as base:
         yield base
 
 
@@ -38,14 +61,20 @@ def _completion(base: str, prompt: str, stream: bool = False) -> tuple[list[int]
         "model": MODEL, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
         "logprobs": 0, "return_tokens_as_token_ids": True, "stream": stream,
     }  # fmt: skip
+    return _answer(base, body)
+
+
+def _answer(base: str, body: dict[str, Any]) -> tuple[list[int], str]:
+    """The generated token ids and text of a completions request, streamed or not."""
     status, payload = post(base, "/v1/completions", body)
     assert status == 200, payload
-    if not stream:
+    if not body["stream"]:
         choice = json.loads(payload)["choices"][0]
         return token_ids(choice["logprobs"]["tokens"]), choice["text"]
     tokens: list[int] = []
     text = ""
     for chunk in events(payload):
+        assert "choices" in chunk, chunk  # an error event
         for choice in chunk["choices"]:
             text += choice["text"]
             if choice.get("logprobs"):
@@ -112,21 +141,90 @@ def test_32_concurrent_requests_all_answered_with_the_offline_tokens(
         assert tokens == _offline(tp1, prompt), prompt
 
 
-@pytest.mark.parametrize(
-    ("name", "body", "raw", "status"),
-    [
-        ("bad json", None, b'{"model": "tiny", "prompt": ', 400),
-        ("negative max_tokens", {"model": MODEL, "prompt": "hi", "max_tokens": -1}, None, 400),
-        ("unknown model", {"model": "nope", "prompt": "hi", "max_tokens": 4}, None, 404),
-        ("prompt too long", {"model": MODEL, "prompt": "hello " * 400, "max_tokens": 4}, None, 400),
-    ],
-)
-def test_malformed_requests_get_4xx_and_the_server_keeps_serving(
-    server: str, tp1: dict[str, Any], name: str, body: Any, raw: bytes | None, status: int
+LOAD_CLIENTS = 64
+LOAD_REQUESTS = 500
+
+
+def _seeded(i: int) -> tuple[tuple[int, int], dict[str, Any]]:
+    """Request ``i`` of the load: one of 8 prompts with one of 4 seeds, every third streamed.
+    Requests with the same key (prompt, seed) must generate the same tokens."""
+    prompts = FIRST + SECOND
+    key = (i % len(prompts), i // len(prompts) % 4)
+    body = {
+        "model": MODEL, "prompt": prompts[key[0]], "max_tokens": MAX_TOKENS, "temperature": 1.0,
+        "seed": key[1], "ignore_eos": True, "logprobs": 0, "return_tokens_as_token_ids": True,
+        "stream": i % 3 == 0,
+    }  # fmt: skip
+    return key, body
+
+
+def test_500_requests_from_64_clients_none_lost_and_equal_seeds_equal_tokens(
+    server: str, record_property: Any
 ) -> None:
-    got, payload = post(server, "/v1/completions", body, raw=raw)
-    assert got == status, (name, got, payload[:300])
+    def one(i: int) -> tuple[int, list[int] | None, float | str]:
+        started = time.monotonic()
+        try:
+            tokens, _ = _answer(server, _seeded(i)[1])
+        except (AssertionError, OSError, ValueError) as err:
+            return i, None, repr(err)
+        return i, tokens, time.monotonic() - started
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=LOAD_CLIENTS) as pool:
+        results = list(pool.map(one, range(LOAD_REQUESTS)))
+    seconds = time.monotonic() - started
+    lost = [(i, error) for i, tokens, error in results if tokens is None]
+    latencies = sorted(float(t) for _, tokens, t in results if tokens is not None)
+    figures = {
+        "answered": len(latencies), "lost": len(lost), "seconds": round(seconds, 1),
+        "p50_s": round(latencies[len(latencies) // 2], 3) if latencies else None,
+        "p99_s": round(latencies[int(len(latencies) * 0.99) - 1], 3) if latencies else None,
+    }  # fmt: skip
+    record_property("load", json.dumps(figures))
+    print("load:", figures)
+    assert not lost, (figures, lost[:5])
+    by_key: dict[tuple[int, int], set[tuple[int, ...]]] = {}
+    for i, tokens, _ in results:
+        assert tokens is not None and len(tokens) == MAX_TOKENS
+        by_key.setdefault(_seeded(i)[0], set()).add(tuple(tokens))
+    assert all(len(outputs) == 1 for outputs in by_key.values()), by_key
+    # the seeds matter: one prompt's four seeds give four different outputs
+    assert len({next(iter(by_key[(0, seed)])) for seed in range(4)}) == 4
+
+
+# A hostile request is answered, and a request sent beside it is served, within this bound.
+STALL_BOUND_S = 10.0
+
+
+def _timed(call: Any, *args: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    return call(*args), time.monotonic() - started
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize(("name", "path", "body", "names"), CASES, ids=[c[0] for c in CASES])
+def test_a_hostile_request_gets_a_4xx_that_names_it_and_stalls_no_other(
+    server: str, tp1: dict[str, Any], name: str, path: str, body: Any, names: str
+) -> None:
+    raw = body if isinstance(body, bytes) else None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        beside = pool.submit(_timed, _completion, server, FIRST[0])
+        (status, payload), seconds = _timed(post, server, path, body, raw)
+        (tokens, _), beside_seconds = beside.result()
+    assert 400 <= status < 500, (name, status, payload[:300])
+    assert names.lower() in payload.decode(errors="replace").lower(), (name, payload[:300])
+    assert seconds < STALL_BOUND_S and beside_seconds < STALL_BOUND_S, (seconds, beside_seconds)
+    assert tokens == _offline(tp1, FIRST[0])
     assert _completion(server, FIRST[0])[0] == _offline(tp1, FIRST[0])
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize(("name", "path", "body"), ACCEPTED, ids=[c[0] for c in ACCEPTED])
+def test_a_valid_request_that_looks_hostile_is_served(
+    server: str, name: str, path: str, body: Any
+) -> None:
+    status, payload = post(server, path, body)
+    assert status == 200, (name, payload[:300])
 
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -158,3 +256,127 @@ def test_backported_bad_requests_get_400_and_the_server_keeps_serving(
     got, payload = post(server, path, body, raw=raw)
     assert got == 400, (name, got, payload[:300])
     assert _completion(server, FIRST[0])[0] == _offline(tp1, FIRST[0])
+
+
+GUARD = ("openai-request-guard", "openai-request-guard-launchers")
+
+
+def test_without_the_request_guard_vllm_takes_a_nan_logit_bias_and_any_body_size(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The reproducer of the guard's patches: disabled, every release generates with a NaN
+    logit_bias and reads and serves a body past the limit (the corpus above has them on)."""
+    args = ["--served-model-name", MODEL, "--dtype", "float32", "--max-model-len", "128"]
+    env = {"VLLM_ASCEND_COMPAT_DISABLE_PATCHES": ",".join(GUARD)}
+    with serve(tiny_model, args, tmp_path, env=env) as base:
+        nan_bias, _ = post(base, COMPLETIONS, None, raw=spliced(logit_bias='{"5": NaN}'))
+        oversized, _ = post(base, COMPLETIONS, None, raw=OVERSIZED)
+    assert (nan_bias, oversized) == (200, 200)
+
+
+# --- SIGTERM in the middle of the load ---
+
+DRAIN_S = 30  # the drain the shutdown test asks for: every request in flight finishes in it
+SHUTDOWN_BOUND_S = DRAIN_S + 30.0  # the drain, then the engine's shutdown
+SIGTERM_AFTER = 150  # answered requests of the load before the SIGTERM
+
+
+def _drain_option(release: str) -> tuple[list[str], dict[str, str]]:
+    """vLLM's --shutdown-timeout from 0.18.0 on; before, the drain-on-sigterm backport's."""
+    if Version(release) >= Version("0.18.0"):
+        return ["--shutdown-timeout", str(DRAIN_S)], {}
+    return [], {"VLLM_ASCEND_COMPAT_SHUTDOWN_TIMEOUT": str(DRAIN_S)}
+
+
+def _outcome(base: str, i: int) -> str:
+    """What request ``i`` of the load got: its full answer, a refusal (a 503, or no
+    connection), or nothing clear (lost)."""
+    try:
+        tokens, _ = _answer(base, _seeded(i)[1])
+    except AssertionError as err:
+        return "refused" if "503" in str(err)[:40] or "shutting down" in str(err) else repr(err)
+    except urllib.error.URLError as err:
+        return "refused" if isinstance(err.reason, ConnectionRefusedError) else repr(err)
+    except (OSError, http.client.HTTPException) as err:
+        return repr(err)
+    return "answered" if len(tokens) == MAX_TOKENS else f"{len(tokens)} tokens"
+
+
+def _load_with_sigterm(
+    base: str, proc: subprocess.Popen[bytes], wait_s: float
+) -> tuple[list[tuple[bool, str]], float | None, list[psutil.Process]]:
+    """The 500-request load, SIGTERM after :data:`SIGTERM_AFTER` answers; returns each
+    request's (sent before the SIGTERM, outcome), the seconds until the server exited (None:
+    not within ``wait_s``), and its processes still running."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    answered = threading.Semaphore(0)
+    sigterm = threading.Event()
+
+    def one(i: int) -> tuple[bool, str]:
+        before = not sigterm.is_set()
+        outcome = _outcome(base, i)
+        if outcome == "answered":
+            answered.release()
+        return before, outcome
+
+    with ThreadPoolExecutor(max_workers=LOAD_CLIENTS) as pool:
+        futures = [pool.submit(one, i) for i in range(LOAD_REQUESTS)]
+        for _ in range(SIGTERM_AFTER):
+            answered.acquire(timeout=120)
+        sigterm.set()
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            proc.wait(timeout=wait_s)
+            exit_s: float | None = time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            exit_s = None
+            for process in [psutil.Process(proc.pid), *children]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()  # the clients still waiting get their connections reset
+        results = [future.result() for future in futures]
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    return results, exit_s, alive
+
+
+def test_sigterm_in_the_middle_of_the_load_drains_every_request_then_exits(
+    tiny_model: Path, tmp_path: Path, vllm_release: str, record_property: Any
+) -> None:
+    """Every request sent before the SIGTERM gets its whole answer within the drain, later
+    ones a 503 or no connection; the server and its engine exit within the bound."""
+    options, env = _drain_option(vllm_release)
+    with serving(tiny_model, SERVER_ARGS + options, tmp_path, env=env) as (base, proc):
+        results, exit_s, alive = _load_with_sigterm(base, proc, SHUTDOWN_BOUND_S)
+    in_flight = [outcome for before, outcome in results if before]
+    later = [outcome for before, outcome in results if not before]
+    figures = {
+        "shutdown_s": None if exit_s is None else round(exit_s, 1),
+        "sent_before": len(in_flight), "answered": results.count((True, "answered")),
+        "after": len(later), "refused_after": later.count("refused"),
+    }  # fmt: skip
+    record_property("shutdown", json.dumps(figures))
+    print("shutdown:", figures)
+    assert exit_s is not None, f"no exit {SHUTDOWN_BOUND_S} s after SIGTERM: {figures}"
+    assert not alive, alive
+    assert set(in_flight) == {"answered"}, figures
+    assert set(later) <= {"answered", "refused"}, [o for o in later if o != "refused"][:5]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("VLLM_ASCEND_COMPAT_TEST_LINE")
+    or Version(os.environ["VLLM_ASCEND_COMPAT_TEST_LINE"]) >= Version("0.18.0"),
+    reason="vLLM 0.18.0 and later drain on SIGTERM themselves (--shutdown-timeout)",
+)
+def test_without_the_drain_sigterm_under_load_hangs_the_server(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The reproducer of drain-on-sigterm: disabled, the server shuts its engine down and
+    then waits on the clients it left without an answer."""
+    env = {
+        "VLLM_ASCEND_COMPAT_DISABLE_PATCHES": "drain-on-sigterm",
+        "VLLM_ASCEND_COMPAT_SHUTDOWN_TIMEOUT": str(DRAIN_S),
+    }
+    with serving(tiny_model, SERVER_ARGS, tmp_path, env=env) as (base, proc):
+        results, exit_s, _ = _load_with_sigterm(base, proc, 15.0)
+    assert exit_s is None
+    assert any(before and outcome != "answered" for before, outcome in results)

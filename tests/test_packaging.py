@@ -52,7 +52,9 @@ def test_declarations_are_complete_and_unique() -> None:
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", p.id), p.id
         assert re.fullmatch(r"[\w.]+:[\w.]+", p.target), p.target
         SpecifierSet(p.versions)
-        assert p.upstream == "NPU only" or p.upstream.startswith("https://"), p.upstream
+        assert p.upstream in {"NPU only", "hardening"} or p.upstream.startswith("https://"), (
+            p.upstream
+        )
         assert p.reason and p.remove_when
 
 

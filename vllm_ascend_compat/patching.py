@@ -54,7 +54,7 @@ class Patch:
     kind: Kind
     impl: str  # "package.module:name", imported only when the patch applies
     reason: str
-    upstream: str  # URL of the upstream PR or issue, or "NPU only"
+    upstream: str  # URL of the upstream PR or issue; "NPU only"; "hardening": upstream has none
     remove_when: str
     optional: bool = False
     signature: str | None = None  # expected parameter shape of the target, e.g. "(self, x)"

@@ -1,0 +1,33 @@
+"""SIGTERM under load: a bounded drain of the API server's in-flight requests.
+
+Before 0.18.0 the API server's signal handler cancels the HTTP server, shuts the engine
+down, then waits with no time limit for the open connections: the requests in flight get
+no answer, and the process stays up as long as their clients wait. 0.18.0 brought the
+shutdown timeout (PRs 34730, 36666: ``--shutdown-timeout``, default 0: abort at once).
+The backport gives the earlier releases the same: on SIGTERM or SIGINT new requests get a
+503, the requests in flight finish for up to ``VLLM_ASCEND_COMPAT_SHUTDOWN_TIMEOUT``
+seconds (default 0, as upstream), the rest get a 503 or, mid-stream, an error event, and
+only then does vLLM's own shutdown run.
+"""
+
+from vllm_ascend_compat.patching import Kind, Patch, Phase
+
+PATCHES = (
+    Patch(
+        id="drain-on-sigterm",
+        target="vllm.entrypoints.launcher:serve_http",
+        versions="<0.18.0",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.WRAP,
+        impl=f"{__name__}.before_0_18:drain_on_sigterm",
+        reason=(
+            "On SIGTERM the API server shuts the engine down and then waits, with no time "
+            "limit, for the open connections: in-flight requests get no answer and the "
+            "process does not exit while their clients wait. Drain them, bounded, first."
+        ),
+        upstream="https://github.com/vllm-project/vllm/pull/36666",
+        remove_when="every supported line is 0.18.0 or newer",
+        needs="server_task.cancel()",
+        fixed_by="shutdown_timeout",
+    ),
+)
