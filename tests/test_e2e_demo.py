@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, clean_env
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
+# What it proves, a complete package in the checkout, does not depend on the release.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.release_independent,
+    pytest.mark.usefixtures("vllm_release"),
+]
 
 MAX_TOKENS = 8
 
