@@ -1,5 +1,6 @@
 """Print one row per JUnit report nox wrote (the static contract, each anchor's whole suite,
-each swept release): passed, failed, skipped, time, and every skip's reason.
+each swept release): passed, failed, skipped, time, every skip's reason, and the figures
+the serving tests record (load: answered, lost, latency; shutdown under load).
 
 Exits 1 when no test ran at all, so CI cannot pass on an empty run.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 REPORTS = Path(__file__).resolve().parent.parent / ".reports"
 KINDS = {"contract": "contract", "vllm": "suite", "sweep": "sweep"}
+FIGURES = ("load", "shutdown")  # test_e2e_server.py's record_property names
 
 
 def _order(report: Path) -> tuple:
@@ -51,6 +53,9 @@ def main() -> int:
         )
         for reason, count in sorted(reasons.items()):
             print(f"{'':<18} skipped x{count}: {reason}")
+        for prop in suite.iter("property"):
+            if prop.get("name") in FIGURES:
+                print(f"{'':<18} {prop.get('name')}: {prop.get('value')}")
     if total == 0:
         print("no test ran", file=sys.stderr)
         return 1

@@ -10,10 +10,12 @@ The backport gives the earlier releases the same: on SIGTERM or SIGINT new reque
 seconds (default 0, as upstream), the rest get a 503 or, mid-stream, an error event, and
 only then does vLLM's own shutdown run.
 
-From 0.18.0 on vLLM drains the engine, but the HTTP server takes requests throughout: on
-0.33.0, with ``--shutdown-timeout 30``, requests in flight still being preprocessed got a
-500 ("cannot schedule new futures after shutdown") or an empty stream. The hardening drains
-the HTTP requests the same way first, for ``--shutdown-timeout`` seconds.
+From 0.18.0 on vLLM drains the engine, not the HTTP requests. On 0.18.0 (uvicorn's own
+signal handler also runs, up to 0.27) a request arriving at the signal got an empty 200.
+From 0.28.0 on (NoSignalServer) the HTTP server takes requests throughout the engine
+drain: on 0.33.0, with ``--shutdown-timeout 30``, one arriving then got a 500 ("cannot
+schedule new futures after shutdown"), as did some in flight. The hardening drains the
+HTTP requests the same way first, for ``--shutdown-timeout`` seconds.
 """
 
 from vllm_ascend_compat.patching import Kind, Patch, Phase

@@ -1,7 +1,7 @@
 """The hardening from 0.18 on: on a signal ``serve_http`` shuts the engine down (draining
-it for ``--shutdown-timeout`` seconds) while the HTTP server still takes requests; those
-being preprocessed then fail with a 500 ("cannot schedule new futures after shutdown"),
-and new ones are accepted into a dying server. Drain the HTTP requests first."""
+it for ``--shutdown-timeout`` seconds) while the HTTP server still takes requests: one
+arriving then gets an empty answer (0.18) or a 500 (0.33: "cannot schedule new futures
+after shutdown"). Drain the HTTP requests first."""
 
 from __future__ import annotations
 
