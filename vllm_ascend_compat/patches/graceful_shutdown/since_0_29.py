@@ -1,5 +1,5 @@
 """The same hardening where ``serve_http`` moved to ``launchers.launcher`` (0.29)."""
 
-from vllm_ascend_compat.patches.graceful_shutdown.before_0_29 import drain_before_engine_shutdown
+from vllm_ascend_compat.patches.graceful_shutdown.drain import drain_before_engine_shutdown
 
 __all__ = ["drain_before_engine_shutdown"]
