@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from vllm_ascend_compat.log import logger
-from vllm_ascend_compat.patches.asgi import add_outermost_middleware
+from vllm_ascend_compat.patches.asgi import add_outermost_middleware, error_body, send_error
 
 SHUTTING_DOWN = "The server is shutting down."
 # How long the cut requests get to send their error before the engine shuts down.
@@ -103,22 +103,12 @@ class _Request:
         end of the stream in the middle of one."""
         if self.finished:
             return
-        error = {"message": SHUTTING_DOWN, "type": "ServiceUnavailableError", "code": 503}
         if not self.started:
-            payload = json.dumps({"error": error}).encode()
-            await self.client_send({
-                "type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())],
-            })  # fmt: skip
-            await self.client_send({"type": "http.response.body", "body": payload})
+            await send_error(self.client_send, 503, SHUTTING_DOWN)
         else:
-            body = (
-                f"data: {json.dumps({'error': error})}\n\ndata: [DONE]\n\n"
-                if self.streaming
-                else ""
-            )
-            await self.client_send({"type": "http.response.body", "body": body.encode()})
+            event = f"data: {json.dumps(error_body(503, SHUTTING_DOWN))}\n\ndata: [DONE]\n\n"
+            body = event.encode() if self.streaming else b""
+            await self.client_send({"type": "http.response.body", "body": body})
         self.finished = True
 
 

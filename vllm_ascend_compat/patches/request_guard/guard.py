@@ -7,7 +7,7 @@ import math
 from typing import Any, TypeGuard
 
 from vllm_ascend_compat import envs
-from vllm_ascend_compat.patches.asgi import add_outermost_middleware
+from vllm_ascend_compat.patches.asgi import add_outermost_middleware, send_error
 
 # vLLM 0.33.0 caps stop lists at this length; earlier releases take any length.
 MAX_STOP_STRINGS = 1024
@@ -49,13 +49,13 @@ class RequestGuard:
             more = message.get("more_body", False)
         if size > self.max_body_bytes:  # read to the end but not kept, so the client reads the 413
             message = f"The request body is larger than {self.max_body_bytes} bytes."
-            await _refuse(send, 413, message)
+            await send_error(send, 413, message)
             return
         body = b"".join(chunks)
         if body and headers.get(b"content-type", b"").startswith(b"application/json"):
             problem = self._problem(scope, body)
             if problem:
-                await _refuse(send, 400, problem)
+                await send_error(send, 400, problem)
                 return
         replayed = False
 
@@ -123,17 +123,3 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
-
-
-async def _refuse(send: Any, status: int, message: str) -> None:
-    """An OpenAI-style error response."""
-    phrase = {400: "BadRequestError", 413: "RequestTooLargeError"}[status]
-    payload = json.dumps(
-        {"error": {"message": message, "type": phrase, "param": None, "code": status}}
-    ).encode()
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode())],
-    })  # fmt: skip
-    await send({"type": "http.response.body", "body": payload})
