@@ -224,7 +224,8 @@ def venv_for(session: nox.Session, version: str) -> str:
     digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
     folder = CACHE / "venvs" / f"{environment_name(env)}-{digest}"
     python = str(folder / "bin" / "python")
-    if not (folder / "ready").exists():
+    # a venv whose base interpreter has gone has a dangling bin/python: make it again
+    if not ((folder / "ready").exists() and Path(python).exists()):
         session.run("python3.11", "-m", "venv", "--clear", str(folder), external=True)
         constraints = ["-c", str(ROOT / env.constraints)]
         _pip(session, python, "--upgrade", "pip")

@@ -21,12 +21,15 @@ NOX = "nox==2026.10.20"
 
 
 def nox_venv() -> Path:
-    """The venv holding :data:`NOX`, made again when it is missing or holds another nox."""
+    """The venv holding :data:`NOX`, made again when it is missing, holds another nox, or
+    its python no longer resolves (the interpreter it was made from has gone)."""
     venv = cache_dir() / "run_nox"
     ready = venv / "ready"
-    if not (ready.exists() and ready.read_text() == NOX):
+    if not (ready.exists() and ready.read_text() == NOX and (venv / "bin" / "python").exists()):
         print(f"run_nox.py: installing {NOX} into {venv}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        # the real interpreter, not a symlink to it that may be temporary
+        base = os.path.realpath(sys.executable)
+        subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
              "--disable-pip-version-check", NOX],
