@@ -135,7 +135,7 @@ def _patches(releases: list[str]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for p in ALL:
-        link = p.upstream if p.upstream == "NPU only" else f"[link]({p.upstream})"
+        link = p.upstream if p.upstream in ("NPU only", "hardening") else f"[link]({p.upstream})"
         served = {v for v in releases if p.applies_to(Version(v))}
         out.append(
             f"| `{p.id}` | {p.phase.value} | {p.kind.value} | `{p.versions}` | {link} | "

@@ -20,4 +20,23 @@ PATCHES = (
         signature="(self)",
         fixed_by="math.isfinite(self.temperature)",
     ),
+    Patch(
+        id="structured-output-errors-are-client-errors",
+        target="vllm.sampling_params:SamplingParams._validate_structured_outputs",
+        versions=">=0.27.0,<0.28.0",
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.WRAP,
+        impl=f"{__name__}.before_0_28:structured_output_errors_are_client_errors",
+        reason=(
+            "The structured-output validators raise a plain ValueError, which AsyncLLM."
+            "generate no longer passes through from 0.27 on: an invalid JSON schema, regex "
+            "or grammar is answered with a 500 and an empty message. Raise it as "
+            "VLLMValidationError, a 400 naming the problem."
+        ),
+        upstream="https://github.com/vllm-project/vllm/pull/52394",
+        remove_when="every supported line is 0.28.0 or newer",
+        signature="(self, model_config, structured_outputs_config, tokenizer)",
+        needs=("vllm.v1.engine.async_llm:AsyncLLM.generate", "except VLLMClientError"),
+        fixed_by="except VLLMValidationError:",
+    ),
 )
