@@ -249,8 +249,14 @@ def install_release(session: nox.Session, version: str) -> str:
     python = venv_for(session, version)
     env = environment(version)
     if _installed(session, python, "vllm") != f"{version}+empty":
-        _pip(session, python, str(_vllm_wheel(session, python, version)),
-             f"torch=={env.torch}", "-c", str(ROOT / env.constraints))  # fmt: skip
+        try:
+            _pip(session, python, str(_vllm_wheel(session, python, version)),
+                 f"torch=={env.torch}", "-c", str(ROOT / env.constraints))  # fmt: skip
+        except nox.command.CommandFailed:
+            # pip may have left the release half installed (seen: a full disk left its
+            # metadata and an empty bin/vllm): the venv is made again on the next run
+            (Path(python).parents[1] / "ready").unlink(missing_ok=True)
+            raise
     _pip(session, python, "--no-deps", "--no-build-isolation", "--force-reinstall", str(ROOT))
     # the switch of the emulated npu device (tests set VLLM_ASCEND_COMPAT_EMULATED_NPU=1)
     session.run(python, str(ROOT / "emulator" / "install.py"), external=True, silent=True)
