@@ -295,6 +295,216 @@ def npu_weight_quant_batchmatmul(
     return _to_npu(out.to(x.dtype), x)
 
 
+# --- npu::npu_quantize, npu::npu_dynamic_quant, npu::npu_quant_matmul (int8 W8A8) ---
+
+# A dtype argument of schema type ``int`` reaches a kernel as c10::ScalarType's number
+# (c10/core/ScalarType.h), from Python and from C++ alike.
+_SCALAR_TYPES = {
+    1: torch.int8,
+    3: torch.int32,
+    5: torch.float16,
+    6: torch.float32,
+    12: torch.qint8,
+    13: torch.quint8,
+    15: torch.bfloat16,
+    16: torch.quint4x2,
+}
+
+
+def _scalar_type(value: int | None) -> torch.dtype | None:
+    return None if value is None else _SCALAR_TYPES.get(value, torch.complex128)
+
+
+def _saturate_int8(x: torch.Tensor) -> torch.Tensor:
+    """Round half to even (torch.round), then saturate: an emulator choice; the real
+    kernel's rounding mode is not documented in DOCS."""
+    return torch.round(x).clamp(-128, 127).to(torch.int8)
+
+
+def npu_quantize(
+    input: torch.Tensor,
+    scales: torch.Tensor,
+    zero_points: torch.Tensor | None,
+    dtype: int,
+    axis: int = 1,
+    div_mode: bool = True,
+) -> torch.Tensor:
+    """Emulated, for tests: host memory, not an NPU; the real kernel's rounding is unknown.
+
+    ``round(input / scales + zero_points)`` (div_mode) or ``round(input * scales +
+    zero_points)``, saturated to int8, computed in float32. Emulated: dtype torch.qint8,
+    scales along the last axis."""
+    check = _Check("npu_quantize")
+    out_dtype = _scalar_type(dtype)
+    # Not emulated: quint8 / int32 / quint4x2 outputs, NZ inputs, axis -2.
+    check(out_dtype == torch.qint8, f"dtype {out_dtype}: not emulated (torch.qint8 only)")
+    # DOCS: input "数据类型支持float、float16、bfloat16" (Atlas A2).
+    check.dtype("input", input, FLOAT_TYPES)
+    check(input.dim() >= 1, "input must have at least one dimension")
+    k = input.shape[-1]
+    check(axis == -1 or axis >= input.dim() - 1, f"axis {axis}: not emulated (last axis only)")
+    if div_mode:
+        # DOCS: div_mode True: scales float / bfloat16; zero_points int8 / uint8 / int32 /
+        # bfloat16.
+        check.dtype("scales", scales, (torch.float32, torch.bfloat16))
+        if zero_points is not None:
+            check.dtype(
+                "zero_points", zero_points, (torch.int8, torch.uint8, torch.int32, torch.bfloat16)
+            )
+    else:
+        # DOCS: div_mode False: scales float / float16 / bfloat16; "zero_points的shape和dtype
+        # 需要和scales一致".
+        check.dtype("scales", scales, FLOAT_TYPES)
+        if zero_points is not None:
+            check(
+                zero_points.shape == scales.shape and zero_points.dtype == scales.dtype,
+                f"zero_points {tuple(zero_points.shape)} {zero_points.dtype} must have the "
+                f"shape and dtype of scales {tuple(scales.shape)} {scales.dtype}",
+            )
+    # DOCS: scales "1维时, 对应轴的大小需要与input中第axis维相等或等于1" (the 1-D case).
+    check(
+        scales.dim() == 1 and scales.shape[0] in (k, 1),
+        f"scales shape {tuple(scales.shape)} must be ({k},) or (1,)",
+    )
+    check.on_npu("input", input)
+    check.on_npu("scales", scales)
+    x = _host(input).float()
+    s = _host(scales).float()
+    scaled = x / s if div_mode else x * s
+    if zero_points is not None:
+        scaled = scaled + _host(zero_points).float()
+    return _to_npu(_saturate_int8(scaled), input)
+
+
+def npu_dynamic_quant(
+    input: torch.Tensor,
+    *,
+    smooth_scales: torch.Tensor | None = None,
+    group_index: torch.Tensor | None = None,
+    dst_type: int | None = None,
+    quant_mode: str = "pertoken",
+    dst_type_max: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emulated, for tests: host memory, not an NPU; the real kernel's rounding is unknown.
+
+    Per-token symmetric: ``scale = rowMax(|x|) / 127`` (float32, x's shape without the last
+    dimension), ``y = round(x / scale)`` int8. Emulated: no smooth_scales / group_index
+    (MoE), int8 output, quant_mode "pertoken". An all-zero row gives scale 0 and zeros (an
+    emulator choice: DOCS does not say)."""
+    check = _Check("npu_dynamic_quant")
+    check(smooth_scales is None and group_index is None, "smooth_scales/group_index: not emulated")
+    check(quant_mode == "pertoken", f"quant_mode {quant_mode!r}: not emulated")
+    check(dst_type_max == 0.0, "dst_type_max: not emulated")
+    # DOCS: dst_type "传None时当做torch.int8处理"; torch.quint4x2 (int4) is not emulated.
+    out_dtype = _scalar_type(dst_type)
+    check(out_dtype in (None, torch.int8), f"dst_type {out_dtype}: not emulated (int8 only)")
+    # DOCS: x "数据类型支持torch.float16、torch.bfloat16"; "输入x的维度必须大于1".
+    check.dtype("input", input, HALF_TYPES)
+    check(input.dim() > 1, f"input must have more than 1 dimension, got {input.dim()}")
+    check.on_npu("input", input)
+    x = _host(input).float()
+    scale = x.abs().amax(dim=-1) / 127
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(-1)
+    return _to_npu(_saturate_int8(x / safe), input), _to_npu(scale, input)
+
+
+def npu_quant_matmul(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    offset: torch.Tensor | None = None,
+    pertoken_scale: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    output_dtype: int | None = None,
+    x1_dtype: int | None = None,
+    x2_dtype: int | None = None,
+    pertoken_scale_dtype: int | None = None,
+    scale_dtype: int | None = None,
+    group_sizes: Sequence[int] | None = None,
+    y_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Emulated, for tests: host memory, not an NPU; the real kernel's rounding is unknown.
+
+    ``acc = x1 @ x2`` exactly in int32 (+ an int32 bias), ``y = acc * scale (*
+    pertoken_scale)`` in float32 (+ a float bias), cast to output_dtype. Emulated: 2-D int8
+    x1 (M, K) and x2 (K, N), float32 / bfloat16 scales, float16 / bfloat16 output."""
+    check = _Check("npu_quant_matmul")
+    # Not emulated (refused rather than computed wrongly): int8 / int32 outputs, int64
+    # scales (npu_trans_quant_param), offset, int4 and fp8 inputs, grouped and y_scale.
+    out_dtype = _scalar_type(output_dtype)
+    check(out_dtype in HALF_TYPES, f"output_dtype {out_dtype}: not emulated (float16/bfloat16)")
+    check(
+        offset is None and y_scale is None and group_sizes is None, "offset/y_scale: not emulated"
+    )
+    check(
+        x1_dtype is None and x2_dtype is None and scale_dtype is None
+        and pertoken_scale_dtype is None,
+        "x1_dtype/x2_dtype/scale_dtype/pertoken_scale_dtype: not emulated",
+    )  # fmt: skip
+    check.dtype("x1", x1, (torch.int8,))
+    check.dtype("x2", x2, (torch.int8,))
+    # DOCS: "shape需要在2-6维范围" (2-D only emulated).
+    check(x1.dim() == 2 and x2.dim() == 2, "x1 and x2: only 2-D (M, K) @ (K, N) is emulated")
+    m, k = x1.shape
+    check(x2.shape[0] == k, f"x1 (M, K)={tuple(x1.shape)} and x2 (K, N)={tuple(x2.shape)}")
+    n = x2.shape[1]
+    # DOCS: "x1与x2最后一维的shape大小不能超过65535"; "传入的x1、x2、scale不能是空".
+    check(k <= 65535 and n <= 65535, f"the last dims of x1 ({k}) and x2 ({n}) must be <= 65535")
+    check(m >= 1 and k >= 1 and n >= 1 and scale.numel() >= 1, "x1, x2, scale must not be empty")
+    # DOCS: scale "shape需要是1维(t, ), t=1或n".
+    check(
+        scale.dim() == 1 and scale.shape[0] in (1, n),
+        f"scale shape {tuple(scale.shape)} must be (1,) or ({n},)",
+    )
+    # DOCS table (Atlas A2/A3), one column per supported combination:
+    #   bfloat16 out: scale float32/bfloat16, bias int32/bfloat16/float32, pertoken float32;
+    #   float16 out without pertoken_scale: scale float32 (int64 not emulated), bias int32;
+    #   float16 out with pertoken_scale: scale float32, bias int32/float16/float32.
+    if out_dtype == torch.bfloat16:
+        scales, biases = (
+            (torch.float32, torch.bfloat16),
+            (torch.int32, torch.bfloat16, torch.float32),
+        )
+    elif pertoken_scale is None:
+        scales, biases = (torch.float32,), (torch.int32,)
+    else:
+        scales, biases = (torch.float32,), (torch.int32, torch.float16, torch.float32)
+    check.dtype("scale", scale, scales)
+    if pertoken_scale is not None:
+        # DOCS: pertoken_scale float32, "shape需要是1维(m,)".
+        check.dtype("pertoken_scale", pertoken_scale, (torch.float32,))
+        check(
+            tuple(pertoken_scale.shape) == (m,),
+            f"pertoken_scale shape {tuple(pertoken_scale.shape)} must be ({m},)",
+        )
+    if bias is not None:
+        check.dtype("bias", bias, biases)
+        # DOCS: "当输出是2维情况下, bias的shape可以为1维或2维": (n,) or (1, n).
+        check(
+            tuple(bias.shape) in [(n,), (1, n)],
+            f"bias shape {tuple(bias.shape)} must be ({n},) or (1, {n})",
+        )
+    for name, t in (
+        ("x1", x1),
+        ("x2", x2),
+        ("scale", scale),
+        ("pertoken_scale", pertoken_scale),
+        ("bias", bias),
+    ):
+        if t is not None:
+            check.on_npu(name, t)
+    acc = _host(x1).long() @ _host(x2).long()  # exact; int32 on the device
+    if bias is not None and bias.dtype == torch.int32:
+        acc = acc + _host(bias).long().reshape(1, n)
+    y = acc.float() * _host(scale).float()
+    if pertoken_scale is not None:
+        y = y * _host(pertoken_scale).float().unsqueeze(1)
+    if bias is not None and bias.dtype != torch.int32:
+        y = y + _host(bias).float().reshape(1, n)
+    return _to_npu(y.to(out_dtype), x1)
+
+
 # --- npu::npu_fused_infer_attention_score ---
 
 _LAYOUT_DIMS = {"BSH": 3, "BSND": 4, "BNSD": 4, "TND": 3}  # META LAYOUT_MAP (the subset emulated)
@@ -943,6 +1153,9 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "npu_add_rms_norm": npu_add_rms_norm,
     "npu_swiglu": npu_swiglu,
     "npu_weight_quant_batchmatmul": npu_weight_quant_batchmatmul,
+    "npu_quantize": npu_quantize,
+    "npu_dynamic_quant": npu_dynamic_quant,
+    "npu_quant_matmul": npu_quant_matmul,
     "npu_fused_infer_attention_score": npu_fused_infer_attention_score,
     "_npu_rotary_embedding": _npu_rotary_embedding,
     "_npu_reshape_and_cache": _npu_reshape_and_cache,
