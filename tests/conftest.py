@@ -19,9 +19,11 @@ FEATURES = {f["id"]: f for f in tomllib.loads((TESTS_DIR / "features.toml").read
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The current environment without the plugin's own variables, plus ``extra``."""
+    """The current environment without the plugin's own variables, plus ``extra``. The
+    tests' folder leads the caller's PYTHONPATH, which stays: a run from a checkout
+    (``PYTHONPATH=<checkout>``, nothing installed) keeps the checkout in its subprocesses."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_ASCEND_COMPAT_")}
-    env["PYTHONPATH"] = str(TESTS_DIR)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), *filter(None, [env.get("PYTHONPATH")])])
     env.update(extra)
     return env
 

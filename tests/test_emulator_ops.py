@@ -222,6 +222,54 @@ def test_weight_quant_batchmatmul_matches_float64():
     """)
 
 
+def test_quantize_and_dynamic_quant_match_float64():
+    run("""
+        torch.manual_seed(0)
+        for dtype in (torch.float16, torch.bfloat16):
+            x = (torch.randn(6, 40) * 3).to(dtype)
+            x[0, :3] = torch.tensor([1000.0, -1000.0, 0.0])  # saturation
+            s, o = torch.rand(40).to(dtype) * 4 + 1, torch.randint(-5, 5, (40,)).to(dtype)
+            got = torch_npu.npu_quantize(npu(x), npu(s), npu(o), torch.qint8, -1, False)
+            want = (x.double() * s.double() + o.double()).round().clamp(-128, 127)
+            assert got.dtype == torch.int8 and got.device.type == "npu", got
+            assert (got.cpu().double() - want).abs().max() <= 1, "npu_quantize (div_mode off)"
+            got = torch_npu.npu_quantize(npu(x), npu(s.float()), None, torch.qint8)
+            want = (x.double() / s.double()).round().clamp(-128, 127)
+            assert (got.cpu().double() - want).abs().max() <= 1, "npu_quantize (div_mode)"
+            x[1] = 0
+            y, scale = torch_npu.npu_dynamic_quant(npu(x))
+            peak = x.double().abs().amax(dim=-1)
+            assert scale.dtype == torch.float32 and scale.shape == (6,), scale
+            assert torch.allclose(scale.cpu().double(), peak / 127, rtol=1e-6), "scale"
+            assert y.dtype == torch.int8 and y[1].eq(0).all().item(), y
+            want = (x.double() / (peak / 127).clamp(min=1e-30).unsqueeze(1)).round()
+            assert (y.cpu().double() - want).abs().max() <= 1, "npu_dynamic_quant"
+            assert y.cpu().abs().amax(dim=-1)[2:].eq(127).all(), "each row's peak maps to 127"
+    """)
+
+
+def test_quant_matmul_matches_int64():
+    run("""
+        torch.manual_seed(0)
+        m, k, n = 5, 96, 24
+        x1 = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+        w = torch.randint(-128, 128, (n, k), dtype=torch.int8)  # [out, in]; x2 is its .t()
+        acc = x1.long() @ w.long().t()
+        scale, pertoken = torch.rand(n) * 1e-3, torch.rand(m) + 0.5
+        for dtype in (torch.float16, torch.bfloat16):
+            qb = torch.randint(-5000, 5000, (n,), dtype=torch.int32)
+            got = torch_npu.npu_quant_matmul(npu(x1), npu(w).t(), npu(scale), bias=npu(qb),
+                                             output_dtype=dtype)
+            close(got, (acc + qb.long()).double() * scale.double(), dtype, "int32 bias")
+            bias = torch.randn(n).to(dtype)
+            got = torch_npu.npu_quant_matmul(npu(x1), npu(w).t(), npu(scale),
+                                             pertoken_scale=npu(pertoken), bias=npu(bias),
+                                             output_dtype=dtype)
+            want = acc.double() * scale.double() * pertoken.double()[:, None] + bias.double()
+            close(got, want, dtype, "pertoken, float bias")
+    """)
+
+
 def test_rotary_embedding_matches_float64_in_place():
     run("""
         torch.manual_seed(0)
@@ -504,6 +552,77 @@ PRECONDITIONS: dict[str, dict] = {
                 "antiquant_offset shape",
             ),
             "quant_scale": ("a['quant_scale'] = npu(torch.rand(24))", "not emulated"),
+        },
+    },
+    "npu_quantize": {
+        "setup": """
+            a = dict(input=npu(torch.randn(3, 16, dtype=torch.bfloat16)),
+                     scales=npu(torch.rand(16, dtype=torch.bfloat16)),
+                     zero_points=npu(torch.zeros(16, dtype=torch.bfloat16)),
+                     dtype=torch.qint8, axis=-1, div_mode=False)
+            call = lambda: torch_npu.npu_quantize(**a)
+        """,
+        "cases": {
+            "out_dtype": ("a['dtype'] = torch.quint8", "not emulated"),
+            "input_dtype": ("a['input'] = a['input'].double()", "input must be one of"),
+            "scales_shape": (
+                "a['scales'] = npu(torch.rand(8, dtype=torch.bfloat16)); "
+                "a['zero_points'] = npu(torch.zeros(8, dtype=torch.bfloat16))",
+                "scales shape",
+            ),
+            "zero_points_dtype": (
+                "a['zero_points'] = a['zero_points'].float()",
+                "shape and dtype of scales",
+            ),
+            "div_mode_scales": (
+                "a['div_mode'] = True; a['scales'] = a['scales'].half(); a['zero_points'] = None",
+                "scales must be one of",
+            ),
+            "host": ("a['input'] = a['input'].cpu()", "device (npu) tensor"),
+        },
+    },
+    "npu_dynamic_quant": {
+        "setup": """
+            a = dict(input=npu(torch.randn(3, 16, dtype=torch.float16)))
+            call = lambda: torch_npu.npu_dynamic_quant(**a)
+        """,
+        "cases": {
+            "dtype": ("a['input'] = a['input'].float()", "input must be one of"),
+            "dims": ("a['input'] = a['input'][0]", "more than 1 dimension"),
+            "smooth": ("a['smooth_scales'] = npu(torch.rand(16).half())", "not emulated"),
+            "int4": ("a['dst_type'] = torch.quint4x2", "not emulated"),
+        },
+    },
+    "npu_quant_matmul": {
+        "setup": """
+            w = npu(torch.randint(-8, 8, (24, 64), dtype=torch.int8))
+            a = dict(x1=npu(torch.randint(-8, 8, (3, 64), dtype=torch.int8)), x2=w.t(),
+                     scale=npu(torch.rand(24)), pertoken_scale=npu(torch.rand(3)),
+                     bias=npu(torch.randn(24, dtype=torch.bfloat16)),
+                     output_dtype=torch.bfloat16)
+            call = lambda: torch_npu.npu_quant_matmul(**a)
+        """,
+        "cases": {
+            "x1_dtype": ("a['x1'] = a['x1'].float()", "x1 must be one of"),
+            "k_mismatch": (
+                "a['x1'] = npu(torch.randint(-8, 8, (3, 32), dtype=torch.int8))",
+                "(K, N)",
+            ),
+            "scale_shape": ("a['scale'] = npu(torch.rand(5))", "scale shape"),
+            "fp16_scale": (
+                "a['output_dtype'] = torch.float16; a['scale'] = a['scale'].bfloat16(); "
+                "a['bias'] = a['bias'].half()",
+                "scale must be one of",
+            ),
+            "fp16_float_bias_without_pertoken": (
+                "a['output_dtype'] = torch.float16; a['pertoken_scale'] = None; "
+                "a['bias'] = a['bias'].half()",
+                "bias must be one of",
+            ),
+            "pertoken_dtype": ("a['pertoken_scale'] = a['pertoken_scale'].half()", "pertoken"),
+            "pertoken_shape": ("a['pertoken_scale'] = npu(torch.rand(4))", "pertoken_scale shape"),
+            "output_int8": ("a['output_dtype'] = torch.int8", "not emulated"),
+            "int64_scale": ("a['scale'] = npu(torch.ones(24, dtype=torch.int64))", "scale must"),
         },
     },
     "npu_fused_infer_attention_score": {
@@ -857,6 +976,23 @@ def test_plugin_npu_kernels_run_on_the_emulated_ops():
         both("paged_attention", torch.empty(2, H, D, dtype=dt), torch.randn(2, H, D, dtype=dt),
              kc, kc.clone(), KV, 0.125, torch.tensor([[2, 0], [1, 0]], dtype=torch.int32),
              Host(torch.tensor([140, 7], dtype=torch.int32)))
-        both("int8_weight_linear", torch.empty(T, 32, dtype=dt), x,
-             torch.randint(-8, 8, (32, 64), dtype=torch.int8), torch.rand(32) * 0.1, None)
+        w8 = torch.randint(-8, 8, (32, 64), dtype=torch.int8)
+        both("int8_weight_linear", torch.empty(T, 32, dtype=dt), x, w8,
+             (torch.rand(32) * 0.1).to(dt), torch.randn(32).to(dt), None)
+        # the int8 ops compare exactly (a rounding tie may differ by one step)
+        xq, xq_cpu = npu(torch.empty(T, 64, dtype=torch.int8)), torch.empty(T, 64, dtype=torch.int8)
+        s, o = (torch.rand(64) * 4 + 1).to(dt), torch.randint(-5, 5, (64,)).to(dt)
+        C.quantize_int8(xq, npu(x), npu(s), npu(o))
+        ops.REFERENCE["quantize_int8"](xq_cpu, x, s, o)
+        assert (xq.cpu().int() - xq_cpu.int()).abs().max() <= 1, "quantize_int8"
+        tok, tok_cpu = npu(torch.empty(T)), torch.empty(T)
+        C.dynamic_quant_int8(xq, tok, npu(x))
+        ops.REFERENCE["dynamic_quant_int8"](xq_cpu, tok_cpu, x)
+        assert (xq.cpu().int() - xq_cpu.int()).abs().max() <= 1, "dynamic_quant_int8"
+        assert torch.equal(tok.cpu(), tok_cpu), "dynamic_quant_int8 scale"
+        deq = torch.rand(32) * 1e-3
+        both("int8_linear", torch.empty(T, 32, dtype=dt), xq_cpu, w8, deq, None,
+             torch.randint(-500, 500, (32,), dtype=torch.int32))
+        both("int8_linear", torch.empty(T, 32, dtype=dt), xq_cpu, w8, deq, tok_cpu,
+             torch.randn(32).to(dt))
     """)

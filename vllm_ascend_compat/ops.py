@@ -48,7 +48,17 @@ SCHEMAS = {
     ),
     "int8_weight_linear": (
         "int8_weight_linear(Tensor(a!) out, Tensor input, Tensor weight, Tensor scale, "
-        "Tensor? bias) -> ()"
+        "Tensor? offset, Tensor? bias) -> ()"
+    ),
+    "quantize_int8": (
+        "quantize_int8(Tensor(a!) out, Tensor input, Tensor scale, Tensor offset) -> ()"
+    ),
+    "dynamic_quant_int8": (
+        "dynamic_quant_int8(Tensor(a!) out, Tensor(b!) scale, Tensor input) -> ()"
+    ),
+    "int8_linear": (
+        "int8_linear(Tensor(a!) out, Tensor input, Tensor weight, Tensor deq_scale, "
+        "Tensor? pertoken_scale, Tensor? bias) -> ()"
     ),
 }
 
@@ -147,12 +157,59 @@ def int8_weight_linear(
     input: torch.Tensor,
     weight: torch.Tensor,
     scale: torch.Tensor,
+    offset: torch.Tensor | None,
     bias: torch.Tensor | None,
 ) -> None:
-    """W8A16 linear: ``input @ (weight * scale[:, None]).T + bias``; ``weight`` int8
-    ``[out, in]``, ``scale`` one float per output channel, dequantized to ``input``'s dtype."""
-    dequantized = (weight.float() * scale.float().unsqueeze(1)).to(input.dtype)
+    """W8A16 linear: ``input @ ((weight + offset) * scale).T + bias``; ``weight`` int8
+    ``[out, in]``, ``scale`` and ``offset`` one per output channel, dequantized to
+    ``input``'s dtype."""
+    w = weight.float()
+    if offset is not None:
+        w = w + offset.float().reshape(-1, 1)
+    dequantized = (w * scale.float().reshape(-1, 1)).to(input.dtype)
     out.copy_(torch.nn.functional.linear(input, dequantized, bias))
+
+
+def _saturate(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x).clamp(-128, 127).to(torch.int8)
+
+
+def quantize_int8(
+    out: torch.Tensor, input: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor
+) -> None:
+    """Static activation quantization: ``sat(round(input * scale + offset))``, ``scale``
+    and ``offset`` broadcast along the last dimension (float32 arithmetic)."""
+    out.copy_(_saturate(input.float() * scale.float() + offset.float()))
+
+
+def dynamic_quant_int8(out: torch.Tensor, scale: torch.Tensor, input: torch.Tensor) -> None:
+    """Per-token symmetric quantization: ``scale = max|row| / 127``, ``round(row / scale)``."""
+    x = input.float()
+    scale.copy_(x.abs().amax(dim=-1) / 127)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(-1)
+    out.copy_(_saturate(x / safe))
+
+
+def int8_linear(
+    out: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    deq_scale: torch.Tensor,
+    pertoken_scale: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> None:
+    """W8A8 matmul: int32 ``input @ weight.T`` (+ an int32 bias), times ``deq_scale`` per
+    channel (and ``pertoken_scale`` per token), + a float bias."""
+    acc = torch._int_mm(input, weight.t())
+    int_bias = bias is not None and bias.dtype == torch.int32
+    if int_bias:
+        acc = acc + bias
+    result = acc.float() * deq_scale.float()
+    if pertoken_scale is not None:
+        result = result * pertoken_scale.float().unsqueeze(-1)
+    if bias is not None and not int_bias:
+        result = result + bias.float()
+    out.copy_(result)
 
 
 # --- Registration -----------------------------------------------------------------------
@@ -165,6 +222,9 @@ REFERENCE: dict[str, Callable[..., None]] = {
     "reshape_and_cache": reshape_and_cache,
     "paged_attention": paged_attention,
     "int8_weight_linear": int8_weight_linear,
+    "quantize_int8": quantize_int8,
+    "dynamic_quant_int8": dynamic_quant_int8,
+    "int8_linear": int8_linear,
 }
 SOURCES = Path(__file__).with_name("csrc")
 

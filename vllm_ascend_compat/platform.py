@@ -121,11 +121,21 @@ class NPUPlatform(Platform):
     # --- configuration -----------------------------------------------------------------
 
     @classmethod
+    def pre_register_and_update(cls, parser: Any = None) -> None:
+        if parser is not None:
+            from vllm_ascend_compat import quantization  # vLLM's layers: not at platform load
+
+            quantization.allow_on_command_line(parser)
+
+    @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
         """A dtype and a block size the kernels take, eager execution, our worker and
-        scheduler. The dtype is checked here, before any process starts, not only in
-        the worker."""
+        scheduler, an msModelSlim checkpoint's quantization. The dtype is checked here,
+        before any process starts, not only in the worker."""
         _refuse_v0_engine()
+        from vllm_ascend_compat import quantization  # vLLM's layers: not at platform load
+
+        quantization.auto_detect(vllm_config)
         model = vllm_config.model_config
         if model is not None:
             cls.check_if_supports_dtype(model.dtype)

@@ -127,15 +127,48 @@ void paged_attention(at::Tensor& out, const at::Tensor& query, const at::Tensor&
             block_tables.to(at::kInt), seq_lens.to(at::kInt), out});
 }
 
-// torch_npu takes the weight as [in, out] (a transposed view is accepted) and the scale in
-// the activation dtype. The bias is added here: torch_npu wants it in float32 for bf16 inputs.
+// The int8 ops of the "ascend" quantization method, as vllm-ascend calls torch_npu for
+// each msModelSlim scheme. torch_npu takes weights as [in, out]; the plugin keeps them
+// [out, in] and passes the transposed view. Scales and offsets come prepared by the
+// layer (quantization.py) in the dtypes torch_npu documents, so nothing is converted here.
+
+// W8A16. The bias is added here: torch_npu wants it in float32 for bf16 inputs.
 void int8_weight_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
-                        const at::Tensor& scale, const std::optional<at::Tensor>& bias) {
+                        const at::Tensor& scale, const std::optional<at::Tensor>& offset,
+                        const std::optional<at::Tensor>& bias) {
   static const NpuCall call_npu("npu::npu_weight_quant_batchmatmul",
-                                {"x", "weight", "antiquant_scale"});
-  auto result = call_npu({input, weight.t(), scale.to(input.scalar_type())});
+                                {"x", "weight", "antiquant_scale", "antiquant_offset"});
+  auto result = call_npu({input, weight.t(), scale, offset});
   out.copy_(result[0].toTensor());
   if (bias) out.add_(*bias);
+}
+
+// W8A8 activations: div_mode off multiplies by the reciprocal scale, then adds the offset.
+void quantize_int8(at::Tensor& out, const at::Tensor& input, const at::Tensor& scale,
+                   const at::Tensor& offset) {
+  static const NpuCall call_npu("npu::npu_quantize",
+                                {"input", "scales", "zero_points", "dtype", "axis", "div_mode"});
+  auto result = call_npu({input, scale, offset, static_cast<int64_t>(at::kQInt8), int64_t(-1),
+                          false});
+  out.copy_(result[0].toTensor());
+}
+
+void dynamic_quant_int8(at::Tensor& out, at::Tensor& scale, const at::Tensor& input) {
+  static const NpuCall call_npu("npu::npu_dynamic_quant", {"input"});
+  auto result = call_npu({input});
+  out.copy_(result[0].toTensor());
+  scale.copy_(result[1].toTensor());
+}
+
+void int8_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
+                 const at::Tensor& deq_scale, const std::optional<at::Tensor>& pertoken_scale,
+                 const std::optional<at::Tensor>& bias) {
+  static const NpuCall call_npu(
+      "npu::npu_quant_matmul",
+      {"x1", "x2", "scale", "pertoken_scale", "bias", "output_dtype"});
+  auto result = call_npu({input, weight.t(), deq_scale, pertoken_scale, bias,
+                          static_cast<int64_t>(out.scalar_type())});
+  out.copy_(result[0].toTensor());
 }
 
 }  // namespace
@@ -148,4 +181,7 @@ TORCH_LIBRARY_IMPL(_C_ascend_compat, PrivateUse1, m) {
   m.impl("reshape_and_cache", &reshape_and_cache);
   m.impl("paged_attention", &paged_attention);
   m.impl("int8_weight_linear", &int8_weight_linear);
+  m.impl("quantize_int8", &quantize_int8);
+  m.impl("dynamic_quant_int8", &dynamic_quant_int8);
+  m.impl("int8_linear", &int8_linear);
 }
