@@ -429,3 +429,53 @@ assert torch.float32 in AscendAttentionBackend.get_supported_dtypes()
 """,
         VLLM_ASCEND_COMPAT_CPU="1",
     )
+
+
+@pytest.mark.usefixtures("vllm_release")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_quantized_linear_methods_on_npu_match_the_cpu(dtype: str) -> None:
+    """Each msModelSlim linear method of quantization "ascend", its weights prepared by
+    process_weights_after_loading on the npu device, applies through the emulated
+    torch_npu ops within their preconditions, and matches the same layer on the CPU."""
+    run(
+        COMPILED,
+        f"""
+        from vllm_ascend_compat import quantization
+        DT = torch.{dtype}
+        torch.manual_seed(0)
+        n, k = 48, 64
+        values = {{
+            "weight": torch.randint(-127, 128, (n, k), dtype=torch.int8),
+            "weight_scale": torch.rand(n, 1) * 0.01, "weight_offset": torch.zeros(n, 1),
+            "input_scale": torch.tensor([0.03]), "input_offset": torch.tensor([2.0]),
+            "quant_bias": torch.randint(-900, 900, (n,), dtype=torch.int32),
+            "deq_scale": torch.rand(n) * 3e-4,
+        }}
+        x, bias = torch.randn(5, k), torch.randn(n)
+
+        def layer_on(method, device, dtype):
+            layer = torch.nn.Module()
+            layer.params_dtype = dtype
+            with torch.device(device):  # as vLLM creates them, on the target device
+                method.create_weights(layer, k, [n], k, n, dtype, weight_loader=None)
+            with torch.no_grad():
+                for name, param in layer.named_parameters():
+                    param.copy_(values[name])
+            method.process_weights_after_loading(layer)
+            return layer
+
+        for scheme, cls in quantization.LINEAR_METHODS.items():
+            method = cls("model.layers.0.mlp.down_proj")
+            on_npu = layer_on(method, "npu", DT)
+            on_cpu = layer_on(method, "cpu", torch.float32)
+            got = method.apply(on_npu, x.to(DT).npu(), bias.to(DT).npu())
+            want = method.apply(on_cpu, x.to(DT).float(), bias.to(DT).float())
+            assert got.dtype == DT, (scheme, got.dtype)
+            # the output's rounding to DT, and now and then one int8 rounding step of an
+            # activation (the scales are applied in DT on the npu, in float32 on the cpu)
+            tol = 0.02 * want.abs().max().item()
+            err = (got.cpu().double() - want.double()).abs().max().item()
+            assert err <= tol, (scheme, err, tol)
+            print(scheme, DT, "max error vs cpu", err)
+        """,
+    )
