@@ -133,12 +133,12 @@ class NPUPlatform(Platform):
         scheduler, an msModelSlim checkpoint's quantization. The dtype is checked here,
         before any process starts, not only in the worker."""
         _refuse_v0_engine()
-        from vllm_ascend_compat import quantization  # vLLM's layers: not at platform load
-
-        quantization.auto_detect(vllm_config)
         model = vllm_config.model_config
         if model is not None:
             cls.check_if_supports_dtype(model.dtype)
+            from vllm_ascend_compat import quantization  # vLLM's layers: not at platform load
+
+            quantization.auto_detect(vllm_config)
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = f"{_MODULE}.worker.NPUWorker"

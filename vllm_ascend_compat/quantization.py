@@ -314,7 +314,7 @@ def auto_detect(vllm_config: Any) -> None:
     description file loads with "ascend", as vllm-ascend does. vLLM has already built the
     (absent) quant config when the platform sees the config, so it is built again here."""
     model = vllm_config.model_config
-    if model is None or model.quantization is not None:
+    if model.quantization is not None:
         return
     if not (Path(model.model) / DESCRIPTION).is_file():
         return
