@@ -464,6 +464,21 @@ def test_fused_infer_attention_score_matches_float64():
     )
 
 
+def test_format_cast_records_the_format_and_keeps_the_matrix():
+    """The emulator keeps the data in ND order; get_npu_format reports the cast's format,
+    and a tensor never cast has its base format (ND; NCHW in 4-D, as DOCS's example)."""
+    run(
+        """
+x = torch.randn(32, 16, dtype=torch.bfloat16)
+nd = npu(x)
+nz = torch_npu.npu_format_cast(nd, 29)
+assert torch_npu.get_npu_format(nd) == 2 and torch_npu.get_npu_format(nz) == 29
+assert torch_npu.get_npu_format(npu(torch.randn(2, 3, 4, 5))) == 0
+assert torch.equal(nz.cpu(), x) and nz.data_ptr() != nd.data_ptr()
+"""
+    )
+
+
 # --- preconditions: each violating call raises RuntimeError naming the op ---
 
 # Per op: code making a valid call's arguments `a` (a dict), the call, and cases: the
@@ -880,6 +895,19 @@ PRECONDITIONS: dict[str, dict] = {
                 "negative",
             ),
             "batch": ("a['context_lens'] = torch.tensor([3], dtype=torch.int32)", "batch=2"),
+        },
+    },
+    "npu_format_cast": {
+        "setup": """
+            a = dict(input=npu(torch.randn(32, 16, dtype=torch.bfloat16)), acl_format=29)
+            call = lambda: torch_npu.npu_format_cast(**a)
+        """,
+        "cases": {
+            "format": ("a['acl_format'] = 5", "acl_format 5 is none of"),
+            "strided_internal": (
+                "a['input'] = torch_npu.npu_format_cast(a['input'], 29).t()",
+                "non-contiguous tensor with internal format",
+            ),
         },
     },
 }

@@ -85,3 +85,49 @@ print("ON" if norm._forward_method == norm.forward_oot else "OFF",
             script, VLLM_ASCEND_COMPAT_CPU="1", VLLM_ASCEND_COMPAT_DISABLE_PATCHES=patch.id
         )
         assert "\nOFF ['none']" in f"\n{unpatched}", unpatched[-2000:]
+
+
+LINEAR_WEIGHTS = """
+import torch
+from vllm.config import VllmConfig, set_current_vllm_config
+from vllm.model_executor.layers.linear import UnquantizedLinearMethod
+from vllm.plugins import load_general_plugins
+
+load_general_plugins()
+torch.manual_seed(0)
+with set_current_vllm_config(VllmConfig()):
+    method = UnquantizedLinearMethod()
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    layer = torch.nn.Module()
+    layer.quant_method = method
+    weight = torch.randn(48, 64, dtype=dtype)
+    layer.weight = torch.nn.Parameter(weight.clone(), requires_grad=False)  # as loaded
+    method.process_weights_after_loading(layer)
+    x, bias = torch.randn(3, 5, 64, dtype=dtype), torch.randn(48, dtype=dtype)
+    got = layer.quant_method.apply(layer, x, bias)
+    want = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
+    tol = 1e-5 if dtype == torch.float32 else 3e-2 * want.abs().max().item()
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)
+    print(str(dtype)[6:], "prepacked" if layer.weight.is_mkldnn else "dense",
+          type(layer.quant_method).__name__)
+"""
+
+
+@pytest.mark.sweep
+def test_unquantized_linear_weights_are_prepacked_for_onednn_in_cpu_mode() -> None:
+    """After loading, float32 and bfloat16 weights are oneDNN-prepacked and the layer's
+    method applies torch's oneDNN linear; float16 weights stay dense. Same results as
+    F.linear; without the patch every weight stays dense."""
+    import torch
+
+    patched = check_python(LINEAR_WEIGHTS, VLLM_ASCEND_COMPAT_CPU="1")
+    bf16 = "prepacked" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "dense"
+    assert "\nfloat32 prepacked PrepackedLinearMethod" in f"\n{patched}", patched[-2000:]
+    assert f"\nbfloat16 {bf16}" in f"\n{patched}", patched[-2000:]
+    assert "\nfloat16 dense UnquantizedLinearMethod" in f"\n{patched}", patched[-2000:]
+    unpatched = check_python(
+        LINEAR_WEIGHTS,
+        VLLM_ASCEND_COMPAT_CPU="1",
+        VLLM_ASCEND_COMPAT_DISABLE_PATCHES="device-linear-weights",
+    )
+    assert "\nfloat32 dense UnquantizedLinearMethod" in f"\n{unpatched}", unpatched[-2000:]

@@ -43,7 +43,7 @@ def _load_extractor():  # type: ignore[no-untyped-def]
 
 
 EXTRACT = _load_extractor()
-SCHEMA = re.compile(rb"((?:npu_|_npu_)\w+)(?:\.\w+)?\(([^()]*)\) -> [^\x00\n]+")
+SCHEMA = re.compile(rb"((?:npu_|_npu_)\w+)(\.\w+)?\(([^()]*)\) -> [^\x00\n]+")
 DECLARATION = re.compile(r"TORCH_NPU_API\s+[\w:<>&, ]+?\s+&?(\w+)\(([^;]*)\);")
 
 
@@ -91,8 +91,9 @@ def schemas() -> dict[str, Schema]:
                     found.setdefault(op, _parse_declaration(params))
         for name in archive.namelist():
             if name.startswith("torch_npu/lib/") and name.endswith(".so"):
-                for op, args in SCHEMA.findall(archive.read(name)):
-                    found[op.decode()] = _parse_schema(args.decode())
+                for op, overload, args in SCHEMA.findall(archive.read(name)):
+                    if not overload:  # the default overload, the one the plugin calls
+                        found[op.decode()] = _parse_schema(args.decode())
     assert len(found) > 200, f"only {len(found)} schemas found: the wheel layout changed"
     return found
 

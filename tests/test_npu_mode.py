@@ -479,3 +479,34 @@ def test_quantized_linear_methods_on_npu_match_the_cpu(dtype: str) -> None:
             print(scheme, DT, "max error vs cpu", err)
         """,
     )
+
+
+@pytest.mark.usefixtures("vllm_release")
+def test_unquantized_linear_weights_are_cast_to_fractal_nz_on_npu() -> None:
+    """After loading, a half-precision linear weight on the npu device is FRACTAL_NZ (the
+    emulator records the cast; the data stays the same matrix), and vLLM's own apply
+    multiplies by it."""
+    run(
+        """
+        from vllm.config import VllmConfig, set_current_vllm_config
+        from vllm.model_executor.layers.linear import UnquantizedLinearMethod
+        from vllm.plugins import load_general_plugins
+
+        load_general_plugins()
+        torch.manual_seed(0)
+        with set_current_vllm_config(VllmConfig()):
+            method = UnquantizedLinearMethod()
+        layer = torch.nn.Module()
+        weight = torch.randn(48, 64, dtype=torch.bfloat16)
+        layer.weight = torch.nn.Parameter(weight.npu(), requires_grad=False)  # as loaded
+        assert torch_npu.get_npu_format(layer.weight) == 2  # ND, as loaded
+        method.process_weights_after_loading(layer)
+        assert torch_npu.get_npu_format(layer.weight) == 29, torch_npu.get_npu_format(layer.weight)
+        assert layer.weight.device.type == "npu" and isinstance(layer.weight, torch.nn.Parameter)
+        x = torch.randn(5, 64, dtype=torch.bfloat16)
+        got = method.apply(layer, x.npu())
+        want = torch.nn.functional.linear(x.double(), weight.double())
+        assert got.device.type == "npu"
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-2, atol=1e-2)  # bf16 output
+        """,
+    )

@@ -10,7 +10,9 @@ timing, and nothing here ran on Ascend hardware.
 
 Of torch_npu's own operators it has the ones the plugin calls (:mod:`torch_npu.ops`):
 ``npu::npu_rms_norm``, ``npu_add_rms_norm``, ``npu_swiglu``,
-``npu_weight_quant_batchmatmul``, ``npu_fused_infer_attention_score`` and
+``npu_weight_quant_batchmatmul``, ``npu_quantize``, ``npu_dynamic_quant``,
+``npu_quant_matmul``, ``npu_format_cast`` (with ``get_npu_format``),
+``npu_fused_infer_attention_score`` and
 ``atb::_npu_rotary_embedding``, ``_npu_reshape_and_cache``, ``_npu_paged_attention``,
 defined with the real schemas (``schemas.toml``) as reference torch math that enforces the
 real ops' documented preconditions; exposed here as ``torch_npu.<name>``. Their numerics
@@ -39,6 +41,7 @@ if torch._C._get_privateuse1_backend_name() != "npu":
 from . import distributed, ops  # noqa: E402  (ops: defines npu:: and atb::; needs the backend)
 
 globals().update(ops.public_functions())
+get_npu_format = ops.get_npu_format
 distributed.register()
 
 
@@ -57,4 +60,4 @@ def _not_emulated(name: str):
 NOT_EMULATED = ("npu_fusion_attention", "npu_rotary_mul")
 globals().update({name: _not_emulated(name) for name in NOT_EMULATED})
 
-__all__ = ["EMULATED", "distributed", "npu", "ops", *ops.KERNELS, *NOT_EMULATED]
+__all__ = ["EMULATED", "distributed", "get_npu_format", "npu", "ops", *ops.KERNELS, *NOT_EMULATED]

@@ -48,6 +48,7 @@ OPS: dict[str, str] = {
     "npu_quantize": "npu",
     "npu_dynamic_quant": "npu",
     "npu_quant_matmul": "npu",
+    "npu_format_cast": "npu",
     "npu_fused_infer_attention_score": "npu",
     "_npu_rotary_embedding": "atb",
     "_npu_reshape_and_cache": "atb",

@@ -43,6 +43,7 @@ import ctypes
 import itertools
 import math
 import tomllib
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -503,6 +504,42 @@ def npu_quant_matmul(
     if bias is not None and bias.dtype != torch.int32:
         y = y + _host(bias).float().reshape(1, n)
     return _to_npu(y.to(out_dtype), x1)
+
+
+# --- npu::npu_format_cast ---
+
+# aclFormat (CANN's acl_base.h), the values a format cast may name.
+ACL_FORMATS = {0: "NCHW", 1: "NHWC", 2: "ND", 3: "NC1HWC0", 4: "FRACTAL_Z", 29: "FRACTAL_NZ",
+               30: "NCDHW", 32: "NDC1HWC0", 33: "FRACTAL_Z_3D"}  # fmt: skip
+# The format each cast storage holds (as torch_npu keeps it in the storage's descriptor).
+FORMATS: weakref.WeakKeyDictionary[torch.UntypedStorage, int] = weakref.WeakKeyDictionary()
+
+
+def get_npu_format(input: torch.Tensor) -> int:
+    """The format recorded by :func:`npu_format_cast`, else the base format a new tensor
+    has: NCHW (0) in 4-D, as DOCS's example shows, ND (2) otherwise."""
+    return FORMATS.get(input.untyped_storage(), 0 if input.dim() == 4 else 2)
+
+
+def npu_format_cast(
+    input: torch.Tensor,
+    acl_format: int,
+    *,
+    customize_dtype: int | None = None,
+    input_dtype: int | None = None,
+) -> torch.Tensor:
+    """Emulated, for tests: host memory, not an NPU. The data stays in ND order (an NPU's
+    matmul reads FRACTAL_NZ as the same matrix); the format is recorded, for
+    :func:`get_npu_format`. DOCS state no constraint; the wheel's aclnn path refuses a
+    non-contiguous tensor with an internal format."""
+    check = _Check("npu_format_cast")  # (its one tensor is on the npu: it dispatched here)
+    check(acl_format in ACL_FORMATS, f"acl_format {acl_format} is none of {ACL_FORMATS}")
+    check(customize_dtype is None and input_dtype is None, "customize/input dtype: not emulated")
+    internal = get_npu_format(input) not in (0, 2)
+    check(input.is_contiguous() or not internal, "a non-contiguous tensor with internal format")
+    out = input.clone(memory_format=torch.contiguous_format)
+    FORMATS[out.untyped_storage()] = acl_format
+    return out
 
 
 # --- npu::npu_fused_infer_attention_score ---
@@ -1156,6 +1193,7 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "npu_quantize": npu_quantize,
     "npu_dynamic_quant": npu_dynamic_quant,
     "npu_quant_matmul": npu_quant_matmul,
+    "npu_format_cast": npu_format_cast,
     "npu_fused_infer_attention_score": npu_fused_infer_attention_score,
     "_npu_rotary_embedding": _npu_rotary_embedding,
     "_npu_reshape_and_cache": _npu_reshape_and_cache,

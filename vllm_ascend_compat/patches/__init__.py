@@ -13,6 +13,7 @@ from vllm_ascend_compat.patches import (
     engine_selection,
     engine_shutdown,
     graceful_shutdown,
+    linear_weights,
     lora,
     ngram,
     prompt_logprobs,
@@ -42,5 +43,6 @@ ALL: tuple[Patch, ...] = (
     *stop_checks.PATCHES,
     *stop_strings.PATCHES,
     *triton_kernels.PATCHES,
+    *linear_weights.PATCHES,
     *spec_decode.PATCHES,
 )
