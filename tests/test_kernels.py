@@ -123,13 +123,15 @@ def test_reshape_and_cache_with_padding_and_strided_keys(
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("block_size", [16, 128])
-@pytest.mark.parametrize("head_size", [64, 128])
-@pytest.mark.parametrize("group", [1, 2, 8])
+@pytest.mark.parametrize("head_size", [64, 80, 128])  # 64 and 128 have kernels of their own
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
 def test_paged_attention_gqa_and_block_boundaries(
     dtype: torch.dtype, block_size: int, head_size: int, group: int
 ) -> None:
     kv_heads = 2
-    lens = [1, block_size - 1, block_size, block_size + 1, 2 * block_size, 3 * block_size + 7]
+    # the last sequence reads over 1 MB of cache, where the kernel prefetches
+    lens = [1, block_size - 1, block_size, block_size + 1, 2 * block_size, 3 * block_size + 7,
+            1100]  # fmt: skip
     blocks_per_seq = max((n + block_size - 1) // block_size for n in lens)
     num_blocks = blocks_per_seq * len(lens)
     torch.manual_seed(block_size + head_size + group)

@@ -563,10 +563,18 @@ class Ahead {
 // s[g * ld + t] = q_g . k_t for kG query heads (fp32, pre-scaled) and k.count <= kW key
 // rows. Each key vector is loaded once for all kG heads. Each row computed is one step
 // of the prefetch of the tiles in ``ahead``.
-template <int kG, typename T>
+// kHS: the head size when known at compile time (64, 128), else 0. Known, and small
+// enough (kG * kHS / kW vectors), the query heads stay in registers over the rows.
+template <int kG, int kHS, typename T>
 void tile_scores(const float* q, int64_t head_size, KvRows<T> k, float* s, int64_t ld,
                  Ahead (&ahead)[2]) {
+  if constexpr (kHS > 0) head_size = kHS;
   const int64_t vec_end = head_size - head_size % kW;
+  constexpr int kQ = kHS > 0 && kG * kHS / kW <= 16 ? kHS / kW : 0;  // vectors per head
+  fVec qv[kG][kQ > 0 ? kQ : 1];
+  if constexpr (kQ > 0)
+    for (int g = 0; g < kG; ++g)
+      for (int c = 0; c < kQ; ++c) qv[g][c] = fVec::loadu(q + g * kHS + c * kW);
   __at_align__ float partial[kG][kW][kW];  // [head][row]: lanes of q_g * k_row
   for (int64_t t = 0; t < kW; ++t) {
     if (t >= k.count) {  // pad the last tile of a sequence
@@ -578,10 +586,17 @@ void tile_scores(const float* q, int64_t head_size, KvRows<T> k, float* s, int64
     const T* key = k.row(t);
     fVec acc[kG];
     for (int g = 0; g < kG; ++g) acc[g] = fVec(0.f);
-    for (int64_t d = 0; d < vec_end; d += kW) {
-      const fVec kv = load_f(key + d);
-      for (int g = 0; g < kG; ++g)
-        acc[g] = at::vec::fmadd(fVec::loadu(q + g * head_size + d), kv, acc[g]);
+    if constexpr (kQ > 0) {
+      for (int c = 0; c < kQ; ++c) {
+        const fVec kv = load_f(key + c * kW);
+        for (int g = 0; g < kG; ++g) acc[g] = at::vec::fmadd(qv[g][c], kv, acc[g]);
+      }
+    } else {
+      for (int64_t d = 0; d < vec_end; d += kW) {
+        const fVec kv = load_f(key + d);
+        for (int g = 0; g < kG; ++g)
+          acc[g] = at::vec::fmadd(fVec::loadu(q + g * head_size + d), kv, acc[g]);
+      }
     }
     for (int g = 0; g < kG; ++g) {
       acc[g].store(partial[g][t]);
@@ -595,8 +610,9 @@ void tile_scores(const float* q, int64_t head_size, KvRows<T> k, float* s, int64
 // acc_g += sum_t p[g * ld + t] * v_t over v.count value rows, kG heads at once: each
 // value vector is loaded once, and the accumulators of kC vectors of head_size stay in
 // registers over the rows (kG * kC independent FMA chains).
-template <int kG, typename T>
+template <int kG, int kHS, typename T>
 void tile_values(const float* p, int64_t ld, KvRows<T> v, float* acc, int64_t head_size) {
+  if constexpr (kHS > 0) head_size = kHS;
   constexpr int kC = kG <= 4 ? 2 : 1;
   int64_t d = 0;
   for (; d + kC * kW <= head_size; d += kC * kW) {
@@ -674,8 +690,8 @@ struct DecodeShape {
 
 // Query heads of kv heads [h0, h0 + nh) of one sequence: per cache block, the scores of
 // the whole block tile by tile, one softmax step per query head, then the values tile
-// by tile. ``buffer`` is the calling thread's scratch space.
-template <typename T, typename index_t>
+// by tile. ``buffer`` is the calling thread's scratch space. kHS: see tile_scores.
+template <int kHS, typename T, typename index_t>
 void attend(T* out, const T* query, const T* kc, const T* vc, const DecodeShape& sh,
             const index_t* table, int64_t len, int64_t h0, int64_t nh, std::vector<float>& buffer) {
   const int64_t hs = sh.head_size, bs = sh.block_size, row = sh.kv_heads * hs;
@@ -711,7 +727,7 @@ void attend(T* out, const T* query, const T* kc, const T* vc, const DecodeShape&
       for (int64_t h = 0; h < nh; ++h)
         for_each_head_tile(sh.group, [&]<int kG>(int64_t g0) {
           const int64_t i = h * sh.group + g0;
-          tile_scores<kG>(q + i * hs, hs, tile(kc, start, t0, h), s + i * bs + t0, bs, ahead);
+          tile_scores<kG, kHS>(q + i * hs, hs, tile(kc, start, t0, h), s + i * bs + t0, bs, ahead);
         });
     }
     for (int64_t i = 0; i < queries; ++i) {
@@ -723,7 +739,7 @@ void attend(T* out, const T* query, const T* kc, const T* vc, const DecodeShape&
       for (int64_t h = 0; h < nh; ++h)
         for_each_head_tile(sh.group, [&]<int kG>(int64_t g0) {
           const int64_t i = h * sh.group + g0;
-          tile_values<kG>(s + i * bs + t0, bs, tile(vc, start, t0, h), acc + i * hs, hs);
+          tile_values<kG, kHS>(s + i * bs + t0, bs, tile(vc, start, t0, h), acc + i * hs, hs);
         });
   }
   T* o = out + h0 * sh.group * hs;
@@ -747,6 +763,9 @@ void paged_attention_impl(T* out, const T* query, const T* kc, const T* vc, cons
   const int64_t per_chunk = (sh.kv_heads + chunks - 1) / chunks;
   const int64_t tasks = seqs * chunks;
   const int64_t q_heads = sh.kv_heads * sh.group;
+  auto* attend_task = sh.head_size == 64    ? &attend<64, T, index_t>
+                      : sh.head_size == 128 ? &attend<128, T, index_t>
+                                            : &attend<0, T, index_t>;
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min(threads, tasks), 1, [&](int64_t, int64_t) {
     std::vector<float> buffer;
@@ -754,7 +773,7 @@ void paged_attention_impl(T* out, const T* query, const T* kc, const T* vc, cons
       const int64_t b = task / chunks, h0 = (task % chunks) * per_chunk;
       const int64_t nh = std::min(sh.kv_heads, h0 + per_chunk) - h0;
       if (nh <= 0) continue;
-      attend(out + b * q_heads * sh.head_size, query + b * sh.q_stride, kc, vc, sh,
+      attend_task(out + b * q_heads * sh.head_size, query + b * sh.q_stride, kc, vc, sh,
              tables + b * table_stride, int64_t(lens[b]), h0, nh, buffer);
     }
   });
