@@ -91,12 +91,14 @@ LINEAR_WEIGHTS = """
 import torch
 from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.model_executor.layers.linear import UnquantizedLinearMethod
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    ParallelLMHead, UnquantizedEmbeddingMethod)
 from vllm.plugins import load_general_plugins
 
 load_general_plugins()
 torch.manual_seed(0)
 with set_current_vllm_config(VllmConfig()):
-    method = UnquantizedLinearMethod()
+    method, head_method = UnquantizedLinearMethod(), UnquantizedEmbeddingMethod()
 for dtype in (torch.float32, torch.bfloat16, torch.float16):
     layer = torch.nn.Module()
     layer.quant_method = method
@@ -110,14 +112,27 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16):
     torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)
     print(str(dtype)[6:], "prepacked" if layer.weight.is_mkldnn else "dense",
           type(layer.quant_method).__name__)
+    # the LM head: vLLM's class, built bare (its constructor needs a parallel group)
+    head = ParallelLMHead.__new__(ParallelLMHead)
+    torch.nn.Module.__init__(head)
+    head.quant_method = head_method
+    head.weight = torch.nn.Parameter(weight.clone(), requires_grad=False)
+    head_method.process_weights_after_loading(head)
+    got = head.quant_method.apply(head, x, bias)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)
+    ids = torch.tensor([0, 47, 3])
+    assert torch.equal(head.quant_method.embedding(head, ids), weight[ids])  # tied lookups
+    print("lm_head", str(dtype)[6:], "prepacked" if hasattr(head, "packed_weight") else "dense",
+          type(head.quant_method).__name__)
 """
 
 
 @pytest.mark.sweep
 def test_unquantized_linear_weights_are_prepacked_for_onednn_in_cpu_mode() -> None:
     """After loading, float32 and bfloat16 weights are oneDNN-prepacked and the layer's
-    method applies torch's oneDNN linear; float16 weights stay dense. Same results as
-    F.linear; without the patch every weight stays dense."""
+    method applies torch's oneDNN linear; the LM head gets a prepacked copy and keeps its
+    weight for lookups; float16 weights stay dense. Same results as F.linear; without the
+    patches every weight stays dense."""
     import torch
 
     patched = check_python(LINEAR_WEIGHTS, VLLM_ASCEND_COMPAT_CPU="1")
@@ -125,9 +140,12 @@ def test_unquantized_linear_weights_are_prepacked_for_onednn_in_cpu_mode() -> No
     assert "\nfloat32 prepacked PrepackedLinearMethod" in f"\n{patched}", patched[-2000:]
     assert f"\nbfloat16 {bf16}" in f"\n{patched}", patched[-2000:]
     assert "\nfloat16 dense UnquantizedLinearMethod" in f"\n{patched}", patched[-2000:]
+    assert "\nlm_head float32 prepacked PrepackedLMHeadMethod" in patched, patched[-2000:]
+    assert "\nlm_head float16 dense UnquantizedEmbeddingMethod" in patched, patched[-2000:]
     unpatched = check_python(
         LINEAR_WEIGHTS,
         VLLM_ASCEND_COMPAT_CPU="1",
-        VLLM_ASCEND_COMPAT_DISABLE_PATCHES="device-linear-weights",
+        VLLM_ASCEND_COMPAT_DISABLE_PATCHES="device-linear-weights,device-lm-head-weights",
     )
     assert "\nfloat32 dense UnquantizedLinearMethod" in f"\n{unpatched}", unpatched[-2000:]
+    assert "\nlm_head float32 dense UnquantizedEmbeddingMethod" in unpatched, unpatched[-2000:]

@@ -2,6 +2,8 @@
 
 from vllm_ascend_compat.patching import Kind, Patch, Phase
 
+REMOVE_WHEN = "vLLM gives platforms a hook to prepare linear weights"
+
 PATCHES = (
     Patch(
         id="device-linear-weights",
@@ -12,7 +14,7 @@ PATCHES = (
         versions="",  # every release: before 0.9.2 the method is the base class's no-op
         phase=Phase.EVERY_PROCESS,
         kind=Kind.REPLACE,
-        impl=f"{__name__}.prepare:after_vllms_own",
+        impl=f"{__name__}.prepare:linear_after_vllms_own",
         reason=(
             "vLLM's unquantized linear layers multiply by the weight as loaded, and prepare "
             "it per device only for its own platforms (oneDNN prepacking on its CPU "
@@ -20,7 +22,27 @@ PATCHES = (
             "CPU mode it is prepacked for torch's oneDNN linear, 2-3x faster than F.linear."
         ),
         upstream="NPU only",
-        remove_when="vLLM gives platforms a hook to prepare linear weights",
+        remove_when=REMOVE_WHEN,
+        signature="(self, layer)",
+    ),
+    Patch(
+        id="device-lm-head-weights",
+        target=(
+            "vllm.model_executor.layers.vocab_parallel_embedding:"
+            "UnquantizedEmbeddingMethod.process_weights_after_loading"
+        ),
+        versions="",  # every release: before 0.10.2 the method is the base class's no-op
+        phase=Phase.EVERY_PROCESS,
+        kind=Kind.REPLACE,
+        impl=f"{__name__}.prepare:embedding_after_vllms_own",
+        reason=(
+            "The LM head's logits are one more unquantized matmul per step, by a weight "
+            "vLLM prepares only on its own platforms. In CPU mode it gets a copy prepacked "
+            "for torch's oneDNN linear, as vLLM's CPU backend keeps one; nothing changes "
+            "on an NPU."
+        ),
+        upstream="NPU only",
+        remove_when=REMOVE_WHEN,
         signature="(self, layer)",
     ),
 )

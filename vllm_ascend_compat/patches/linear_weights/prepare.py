@@ -1,11 +1,13 @@
 """Each unquantized linear weight, after loading, in the form the device multiplies fastest.
 
 * NPU: cast to FRACTAL_NZ (``torch_npu.npu_format_cast``), as vllm-ascend does; the NPU's
-  matmul takes it as it is, so vLLM's own apply stays.
+  matmul takes it as it is, so vLLM's own apply stays. The LM head is left as it is.
 * CPU mode: prepacked for oneDNN (``torch.ops.mkldnn._reorder_linear_weight``), and the
   layer's method becomes :class:`PrepackedLinearMethod`, whose apply is one call of
-  torch's oneDNN linear: what vLLM's CPU backend does with an op of its own. float16
-  weights stay as they are (oneDNN has no fast float16 path on most x86 CPUs).
+  torch's oneDNN linear: what vLLM's CPU backend does with an op of its own. The LM head
+  gets a prepacked copy beside its weight, which token lookups still read when it is tied
+  to the embedding (:class:`PrepackedLMHeadMethod`; vLLM's CPU backend keeps both too).
+  float16 weights stay as they are (oneDNN has no fast float16 path on most x86 CPUs).
 
 Once per layer at load; the hot path is the layer's ``quant_method.apply``, as in vLLM.
 """
@@ -18,6 +20,10 @@ from typing import Any
 
 import torch
 from vllm.model_executor.layers.linear import UnquantizedLinearMethod
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    UnquantizedEmbeddingMethod,
+)
 
 from vllm_ascend_compat import activation
 
@@ -37,30 +43,46 @@ class PrepackedLinearMethod(UnquantizedLinearMethod):
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, bias, "none", [], "")
 
 
+class PrepackedLMHeadMethod(UnquantizedEmbeddingMethod):
+    """CPU mode: the logits from ``layer.packed_weight``, a oneDNN-prepacked copy of the
+    LM head's weight."""
+
+    def apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, layer.packed_weight, bias, "none", [], "")
+
+
 PREPACKED = PrepackedLinearMethod()
+PREPACKED_LM_HEAD = PrepackedLMHeadMethod()
+
+Prepare = Callable[[torch.nn.Module], None]
 
 
-def _packed_dtypes() -> tuple[torch.dtype, ...]:
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return (torch.float32, torch.bfloat16)
-    return (torch.float32,)
+def _nothing(layer: torch.nn.Module) -> None:
+    pass
 
 
-def _for_cpu() -> Callable[[torch.nn.Module], None]:
-    dtypes = _packed_dtypes()
+def _for_cpu() -> tuple[Prepare, Prepare]:
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    dtypes = (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
 
     def prepack(layer: torch.nn.Module) -> None:
         weight = layer.weight
-        if weight.dtype not in dtypes or weight.dim() != 2:
-            return
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
-        layer.weight = torch.nn.Parameter(packed, requires_grad=False)
-        layer.quant_method = PREPACKED
+        if weight.dtype in dtypes and weight.dim() == 2:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+            layer.weight = torch.nn.Parameter(packed, requires_grad=False)
+            layer.quant_method = PREPACKED
 
-    return prepack
+    def prepack_lm_head(layer: torch.nn.Module) -> None:
+        if isinstance(layer, ParallelLMHead) and layer.weight.dtype in dtypes:
+            layer.packed_weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach())
+            layer.quant_method = PREPACKED_LM_HEAD
+
+    return prepack, prepack_lm_head
 
 
-def _for_npu() -> Callable[[torch.nn.Module], None]:
+def _for_npu() -> tuple[Prepare, Prepare]:
     torch_npu = importlib.import_module("torch_npu")
 
     def cast_to_nz(layer: torch.nn.Module) -> None:
@@ -68,22 +90,31 @@ def _for_npu() -> Callable[[torch.nn.Module], None]:
         if weight.dim() == 2 and weight.dtype in (torch.float16, torch.bfloat16):
             weight.data = torch_npu.npu_format_cast(weight.data, ACL_FORMAT_FRACTAL_NZ)
 
-    return cast_to_nz
+    return cast_to_nz, _nothing
 
 
-def _for_this_device() -> Callable[[torch.nn.Module], None]:
-    return _for_npu() if activation.decide().device == "npu" else _for_cpu()
+PREPARE_LINEAR, PREPARE_LM_HEAD = (
+    _for_npu() if activation.decide().device == "npu" else _for_cpu()
+)
 
 
-def after_vllms_own(original: Callable[..., None]) -> Callable[..., None]:
-    """vLLM's own preparation (none on this platform; a no-op before 0.9.2), then the
-    device's."""
+def linear_after_vllms_own(original: Callable[..., None]) -> Callable[..., None]:
+    """vLLM's own preparation of a linear weight (none on this platform; the base class's
+    no-op before 0.9.2), then the device's."""
 
     def process_weights_after_loading(self: Any, layer: torch.nn.Module) -> None:
         original(self, layer)
-        PREPARE(layer)
+        PREPARE_LINEAR(layer)
 
     return process_weights_after_loading
 
 
-PREPARE = _for_this_device()
+def embedding_after_vllms_own(original: Callable[..., None]) -> Callable[..., None]:
+    """vLLM's own preparation of an embedding (none on this platform; the base class's
+    no-op before 0.10.2), then the device's for an LM head."""
+
+    def process_weights_after_loading(self: Any, layer: torch.nn.Module) -> None:
+        original(self, layer)
+        PREPARE_LM_HEAD(layer)
+
+    return process_weights_after_loading
