@@ -14,7 +14,7 @@ PATCHES = (
         versions="",  # every release: before 0.9.2 the method is the base class's no-op
         phase=Phase.EVERY_PROCESS,
         kind=Kind.REPLACE,
-        impl=f"{__name__}.prepare:linear_after_vllms_own",
+        impl=f"{__name__}.every_release:linear_after_vllms_own",
         reason=(
             "vLLM's unquantized linear layers multiply by the weight as loaded, and prepare "
             "it per device only for its own platforms (oneDNN prepacking on its CPU "
@@ -34,7 +34,7 @@ PATCHES = (
         versions="",  # every release: before 0.10.2 the method is the base class's no-op
         phase=Phase.EVERY_PROCESS,
         kind=Kind.REPLACE,
-        impl=f"{__name__}.prepare:embedding_after_vllms_own",
+        impl=f"{__name__}.every_release:embedding_after_vllms_own",
         reason=(
             "The LM head's logits are one more unquantized matmul per step, by a weight "
             "vLLM prepares only on its own platforms. In CPU mode it gets a copy prepacked "

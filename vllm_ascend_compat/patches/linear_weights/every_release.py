@@ -93,9 +93,7 @@ def _for_npu() -> tuple[Prepare, Prepare]:
     return cast_to_nz, _nothing
 
 
-PREPARE_LINEAR, PREPARE_LM_HEAD = (
-    _for_npu() if activation.decide().device == "npu" else _for_cpu()
-)
+PREPARE_LINEAR, PREPARE_LM_HEAD = _for_npu() if activation.decide().device == "npu" else _for_cpu()
 
 
 def linear_after_vllms_own(original: Callable[..., None]) -> Callable[..., None]:
