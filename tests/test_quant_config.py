@@ -71,16 +71,18 @@ def test_errors_name_the_layer() -> None:
 
 
 def test_quantization_ascend_parses_on_the_command_line() -> None:
+    """With the parser ``vllm serve`` builds (AsyncEngineArgs'), which loads the general
+    plugins and hands the parser to the platform: 0.9 and 0.11 list fixed choices."""
     check_python(
         """
-        from vllm.engine.arg_utils import EngineArgs
+        from vllm.engine.arg_utils import AsyncEngineArgs
         try:
             from vllm.utils.argparse_utils import FlexibleArgumentParser
         except ImportError:  # before 0.12
             from vllm.utils import FlexibleArgumentParser
-        parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
+        parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser())
         args = parser.parse_args(["--model", "m", "--quantization", "ascend"])
-        assert EngineArgs.from_cli_args(args).quantization == "ascend"
+        assert AsyncEngineArgs.from_cli_args(args).quantization == "ascend"
         """,
         VLLM_ASCEND_COMPAT_CPU="1",
     )
