@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,29 @@ def test_unquantized_linear_weights_are_prepacked_for_onednn_in_cpu_mode() -> No
     )
     assert "\nfloat32 dense UnquantizedLinearMethod" in f"\n{unpatched}", unpatched[-2000:]
     assert "\nlm_head float32 dense UnquantizedEmbeddingMethod" in unpatched, unpatched[-2000:]
+
+
+@pytest.mark.e2e  # starts an engine
+def test_cpu_mode_attention_reads_the_cache_in_whole_blocks(tiny_model: Path) -> None:
+    """The kernels get the cache in the blocks the engine allocates. vLLM 0.12+ splits a
+    cache block into the largest kernel block size the backend lists: a listed 1 once made
+    every kernel block one token long, which kept decode attention 4x slower and still
+    correct, so only the cache's shape shows it."""
+    output = check_python(
+        textwrap.dedent(f"""
+        from vllm import LLM, SamplingParams
+        from vllm_ascend_compat.attention import split_kv_cache
+        llm = LLM(model={str(tiny_model)!r}, dtype="float32", max_model_len=64,
+                  max_num_seqs=2, block_size=16, seed=0)
+        llm.generate(["Hello"], SamplingParams(max_tokens=2), use_tqdm=False)
+        context = llm.llm_engine.vllm_config.compilation_config.static_forward_context
+        for name, layer in context.items():
+            cache = layer.kv_cache[0] if isinstance(layer.kv_cache, list) else layer.kv_cache
+            print("KERNEL BLOCK", name, split_kv_cache(cache)[0].shape[1])
+        """),
+        VLLM_ASCEND_COMPAT_CPU="1",
+        VLLM_ENABLE_V1_MULTIPROCESSING="0",  # the engine's layers live in this process
+        HF_HUB_OFFLINE="1",
+    )
+    blocks = [line.split()[-1] for line in output.splitlines() if line.startswith("KERNEL BLOCK")]
+    assert blocks and set(blocks) == {"16"}, output

@@ -93,6 +93,7 @@ class AscendAttentionMetadata:
     decode_tokens: torch.Tensor  # their token rows
     decode_seq_lens: torch.Tensor  # their seq_lens, host int32: ATB reads them as host data
     prefill_requests: list[int]  # requests with more than one new token
+    decode_only: bool  # every request decodes: token rows are requests, in order
     causal_mask: torch.Tensor | None  # NPU prefill's fixed causal mask; None in CPU mode
 
 
@@ -140,6 +141,7 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
         query_lens = starts[1:] - starts[:-1]
         is_decode = query_lens == 1
         decode_requests = torch.nonzero(is_decode).flatten()
+        prefill_requests = torch.nonzero(~is_decode).flatten().tolist()
         seq_lens_cpu = getattr(m, "seq_lens_cpu", None)  # absent in 0.9.x and 0.32+
         if seq_lens_cpu is None:
             seq_lens_cpu = m.seq_lens[:num_reqs].cpu()
@@ -153,7 +155,8 @@ class AscendAttentionMetadataBuilder(AttentionMetadataBuilder[AscendAttentionMet
             decode_requests=decode_requests.to(self.device),
             decode_tokens=starts[:-1][is_decode].to(self.device),
             decode_seq_lens=seq_lens_cpu[:num_reqs][is_decode].to(torch.int32),
-            prefill_requests=torch.nonzero(~is_decode).flatten().tolist(),
+            prefill_requests=prefill_requests,
+            decode_only=num_reqs > 0 and not prefill_requests and n == num_reqs,
             causal_mask=self._causal_mask,
         )
 
@@ -194,10 +197,14 @@ class AscendAttentionBackend(AttentionBackend):
         return (KVCacheLayout.LBNHC,)
 
     @staticmethod
-    def get_supported_kernel_block_sizes(kv_cache_spec: Any = None) -> list[int]:
-        """On an NPU the one block size both fused kernels take (device.BLOCK_SIZE); any in
-        CPU mode. 0.33+ re-picks an unchosen block size from this after the platform."""
-        return [device.BLOCK_SIZE] if device.current().type == "npu" else [1]
+    def get_supported_kernel_block_sizes(kv_cache_spec: Any = None) -> list[Any]:
+        """On an NPU the one block size both fused kernels take (device.BLOCK_SIZE); in CPU
+        mode any, as vLLM's default ``[MultipleOf(1)]`` says: a plain ``[1]`` would make
+        vLLM (0.12+) split each cache block into kernel blocks of one token. 0.33+ re-picks
+        an unchosen block size from this after the platform."""
+        if device.current().type == "npu":
+            return [device.BLOCK_SIZE]
+        return AttentionBackend.get_supported_kernel_block_sizes()
 
     @classmethod
     def get_preferred_block_size(cls, default_block_size: int) -> int:
@@ -305,6 +312,17 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         per_request = attn_metadata.prefill_requests  # attended one by one in _prefill
         if not self._fused_decode:
             per_request = list(range(len(attn_metadata.seq_lens_list)))
+        elif attn_metadata.decode_only:  # the common step: no gathers, the kernel writes out
+            torch.ops._C_ascend_compat.paged_attention(
+                out,
+                query,
+                key_cache,
+                value_cache,
+                self.num_kv_heads,
+                self.scale,
+                attn_metadata.block_table,
+                attn_metadata.decode_seq_lens,
+            )
         elif attn_metadata.decode_tokens.numel():
             rows = attn_metadata.decode_tokens
             requests = attn_metadata.decode_requests
@@ -349,10 +367,10 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
             k, v, mask = k.to(q.dtype), v.to(q.dtype), mask.to(q.device)
             if self.logits_soft_cap:
                 attended = self._soft_capped(q, k, v, mask)
-            else:
+            else:  # batched 4-D: CPU SDPA's flash kernel takes it, 3-D falls back to math
                 attended = torch.nn.functional.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True
-                )
+                    q[None], k[None], v[None], attn_mask=mask, scale=self.scale, enable_gqa=True
+                )[0]
             out[start:end] = attended.transpose(0, 1)
 
     def _soft_capped(
