@@ -47,10 +47,11 @@ def slot_mapping(
     kernel blocks of ``block_size``; before 0.27 both are the same block.
     """
     kv_block_size = kv_block_size or block_size
-    starts = query_start_loc[: num_reqs + 1].long()
-    request = torch.repeat_interleave(
-        torch.arange(num_reqs, device=positions.device), starts[1:] - starts[:-1]
-    )
+    # The request of each token by binary search over the request ends; not repeat_interleave,
+    # whose CPU kernel wakes the thread pool even for a few tokens (~0.1 ms a step).
+    ends = query_start_loc[1 : num_reqs + 1]
+    tokens = torch.arange(num_tokens, dtype=ends.dtype, device=ends.device)
+    request = torch.searchsorted(ends, tokens, right=True)
     pos = positions[:num_tokens]
     offset = pos % kv_block_size
     index = (pos // kv_block_size) * blocks_per_kv_block + offset // block_size
