@@ -440,7 +440,7 @@ def test_quantized_linear_methods_on_npu_match_the_cpu(dtype: str) -> None:
     run(
         COMPILED,
         f"""
-        from vllm_ascend_compat import quantization
+        from vllm_ascend_compat import quantized_linear
         DT = torch.{dtype}
         torch.manual_seed(0)
         n, k = 48, 64
@@ -464,7 +464,7 @@ def test_quantized_linear_methods_on_npu_match_the_cpu(dtype: str) -> None:
             method.process_weights_after_loading(layer)
             return layer
 
-        for scheme, cls in quantization.LINEAR_METHODS.items():
+        for scheme, cls in quantized_linear.LINEAR_METHODS.items():
             method = cls("model.layers.0.mlp.down_proj")
             on_npu = layer_on(method, "npu", DT)
             on_cpu = layer_on(method, "cpu", torch.float32)

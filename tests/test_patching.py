@@ -48,6 +48,26 @@ assert status() == {'p': Status.APPLIED}
     )
 
 
+def test_impl_module_that_imports_another_pending_target_applies_both() -> None:
+    """The first target's hook imports the impl module, which imports the second target:
+    the second hook fires while that module is half-imported, and applies after it."""
+    check_python(
+        PREAMBLE
+        + """
+from dataclasses import replace
+greet = replace(make('greet', 'greet'), impl='targets.cross_impls:shout_greet')
+wave = replace(make('wave', 'greet'), target='targets.second_target:wave',
+               impl='targets.cross_impls:shout_wave')
+run(greet, wave)
+assert status() == {'greet': Status.PENDING, 'wave': Status.PENDING}, status()
+import targets.sample_target as t
+import targets.second_target as s
+assert status() == {'greet': Status.APPLIED, 'wave': Status.APPLIED}, status()
+assert (t.greet("x"), s.wave("y")) == ("HELLO X", "BYE Y")
+"""
+    )
+
+
 def test_double_patch_counts_as_once() -> None:
     check_python(
         PREAMBLE

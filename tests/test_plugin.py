@@ -68,6 +68,30 @@ assert per_call < 1e-3, per_call
     )
 
 
+def test_general_plugin_imports_no_model_layers() -> None:
+    """The API server loads the general plugins too but builds no model: registering the
+    quantization method must not import vLLM's linear layers there (about 0.5 s)."""
+    output = check_python(
+        """
+import sys
+import vllm
+from vllm.platforms import current_platform
+from vllm.plugins import load_general_plugins
+LINEAR = "vllm.model_executor.layers.linear"
+before = LINEAR in sys.modules
+load_general_plugins()
+from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+print("PLATFORM", type(current_platform).__name__, "ASCEND", "ascend" in QUANTIZATION_METHODS)
+print("LINEAR", before, LINEAR in sys.modules)
+""",
+        VLLM_ASCEND_COMPAT_CPU="1",
+    )
+    assert "PLATFORM NPUPlatform ASCEND True" in output, output
+    [linear] = [line for line in output.splitlines() if line.startswith("LINEAR")]
+    before, after = linear.split()[1:]
+    assert after == before, output
+
+
 def test_unsupported_release_fails_at_load_with_the_window_and_the_opt_in() -> None:
     proc = run_python(
         "from vllm.plugins import load_general_plugins; load_general_plugins()",

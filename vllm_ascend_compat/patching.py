@@ -115,6 +115,9 @@ _MISSING = object()
 _lock = threading.RLock()
 _applied: dict[str, _Applied] = {}
 _pending: dict[str, Version] = {}
+# Post-import hooks that fired while their impl module was still being imported (it
+# imports the target of its own patch): run again once that import is done.
+_waiting: list[Callable[[], None]] = []
 _report: dict[str, Outcome] = {}
 
 
@@ -323,6 +326,7 @@ def apply(patches: Iterable[Patch], release: Version, *, known_ids: Iterable[str
                 applied_now.append(patch.id)
             except PatchError as err:
                 _handle_failure(patch, err, applied_now)
+            _run_waiting()
 
 
 def _handle_failure(patch: Patch, err: PatchError, applied_in_phase: list[str]) -> None:
@@ -337,19 +341,37 @@ def _handle_failure(patch: Patch, err: PatchError, applied_in_phase: list[str]) 
     raise err
 
 
+def _impl_importing(patch: Patch) -> bool:
+    """True while the patch's impl module is partway through its own imports."""
+    module = sys.modules.get(patch.impl.partition(":")[0])
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _run_waiting() -> None:
+    while _waiting:
+        _waiting.pop(0)()
+
+
 def _deferred(patch: Patch, phase_patches: list[Patch]) -> Callable[[ModuleType], None]:
+    def apply_now() -> None:
+        release = _pending.pop(patch.id, None)
+        if release is None or patch.id in _applied:
+            return  # unpatched before the import, or applied meanwhile
+        try:
+            _apply_one(patch, release)
+        except PatchError as err:
+            same_phase = [p.id for p in phase_patches if p.phase is patch.phase]
+            for other in same_phase:
+                _pending.pop(other, None)
+            _handle_failure(patch, err, [i for i in same_phase if i in _applied])
+
     def hook(module: ModuleType) -> None:
         with _lock:
-            release = _pending.pop(patch.id, None)
-            if release is None or patch.id in _applied:
-                return  # unpatched before the import, or applied meanwhile
-            try:
-                _apply_one(patch, release)
-            except PatchError as err:
-                same_phase = [p.id for p in phase_patches if p.phase is patch.phase]
-                for other in same_phase:
-                    _pending.pop(other, None)
-                _handle_failure(patch, err, [i for i in same_phase if i in _applied])
+            if _impl_importing(patch):  # the impl is importing this target: after it
+                _waiting.append(apply_now)
+                return
+            apply_now()
+            _run_waiting()
 
     return hook
 
