@@ -312,32 +312,19 @@ class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
         per_request = attn_metadata.prefill_requests  # attended one by one in _prefill
         if not self._fused_decode:
             per_request = list(range(len(attn_metadata.seq_lens_list)))
-        elif attn_metadata.decode_only:  # the common step: no gathers, the kernel writes out
-            torch.ops._C_ascend_compat.paged_attention(
-                out,
-                query,
-                key_cache,
-                value_cache,
-                self.num_kv_heads,
-                self.scale,
-                attn_metadata.block_table,
-                attn_metadata.decode_seq_lens,
-            )
         elif attn_metadata.decode_tokens.numel():
-            rows = attn_metadata.decode_tokens
-            requests = attn_metadata.decode_requests
-            decoded = torch.empty_like(query[rows])
+            meta = attn_metadata
+            if meta.decode_only:  # the common step: the kernel reads and writes in place
+                q, table, decoded = query, meta.block_table, out
+            else:
+                q, table = query[meta.decode_tokens], meta.block_table[meta.decode_requests]
+                decoded = torch.empty_like(q)
             torch.ops._C_ascend_compat.paged_attention(
-                decoded,
-                query[rows],
-                key_cache,
-                value_cache,
-                self.num_kv_heads,
-                self.scale,
-                attn_metadata.block_table[requests],
-                attn_metadata.decode_seq_lens,
-            )
-            out[rows] = decoded
+                decoded, q, key_cache, value_cache, self.num_kv_heads, self.scale, table,
+                meta.decode_seq_lens,
+            )  # fmt: skip
+            if not meta.decode_only:
+                out[meta.decode_tokens] = decoded
         if per_request:
             self._prefill(query, key_cache, value_cache, attn_metadata, out, per_request)
         return output
