@@ -8,7 +8,9 @@ and the CPU fallback when no compiler is available.
 
 KV cache layout, both devices: key and value caches of shape
 ``[num_blocks, block_size, num_kv_heads, head_size]``; slot ``s`` is row
-``s % block_size`` of block ``s // block_size``; a negative slot is padding.
+``s % block_size`` of block ``s // block_size``; a negative slot is padding. MLA's
+latent cache is ``[num_blocks, block_size, kv_lora_rank + rope_dim]``, one row per token
+(the compressed KV, then the rope key), with the same slots; its blocks may be strided.
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ SCHEMAS = {
     "paged_attention": (
         "paged_attention(Tensor(a!) out, Tensor query, Tensor key_cache, Tensor value_cache, "
         "int num_kv_heads, float scale, Tensor block_tables, Tensor seq_lens) -> ()"
+    ),
+    "concat_and_cache_mla": (
+        "concat_and_cache_mla(Tensor kv_c, Tensor k_pe, Tensor(a!) kv_cache, "
+        "Tensor slot_mapping) -> ()"
+    ),
+    "paged_attention_mla": (
+        "paged_attention_mla(Tensor(a!) out, Tensor query, Tensor kv_cache, int kv_lora_rank, "
+        "float scale, Tensor block_tables, Tensor seq_lens) -> ()"
+    ),
+    "grouped_matmul": (
+        "grouped_matmul(Tensor(a!) out, Tensor input, Tensor weight, Tensor group_ends) -> ()"
     ),
     "int8_weight_linear": (
         "int8_weight_linear(Tensor(a!) out, Tensor input, Tensor weight, Tensor scale, "
@@ -125,7 +138,8 @@ def reshape_and_cache(
 
 
 def gather_kv(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
-    """The first ``length`` cached rows of one sequence, ``[length, kv_heads, head]``."""
+    """The first ``length`` cached rows of one sequence: ``[length, kv_heads, head]``, or
+    ``[length, row]`` from MLA's latent cache."""
     block_size = cache.shape[1]
     blocks = block_table[: (length + block_size - 1) // block_size]
     return cache.index_select(0, blocks).flatten(0, 1)[:length]
@@ -150,6 +164,48 @@ def paged_attention(
         scores = torch.einsum("hgd,lhd->hgl", q, k) * scale
         probs = scores.softmax(dim=-1)
         out[i] = torch.einsum("hgl,lhd->hgd", probs, v).reshape(out.shape[1:]).to(out.dtype)
+
+
+def concat_and_cache_mla(
+    kv_c: torch.Tensor, k_pe: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """MLA's cache write: a token's row is its compressed KV, then its rope key. Only the
+    first ``len(slot_mapping)`` tokens have slots (vLLM pads the batch past them)."""
+    tokens = slot_mapping.numel()
+    valid = slot_mapping >= 0
+    slots = slot_mapping[valid].long()
+    rows = torch.cat((kv_c[:tokens], k_pe[:tokens].flatten(1)), dim=-1)[valid]
+    block_size = kv_cache.shape[1]
+    kv_cache[slots // block_size, slots % block_size] = rows  # in place, whatever the strides
+
+
+def paged_attention_mla(
+    out: torch.Tensor,
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    kv_lora_rank: int,
+    scale: float,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+) -> None:
+    """MLA decode with the projections absorbed: every query head attends to the one latent
+    KV head, keys whole cached rows, values their first ``kv_lora_rank`` columns."""
+    for i, length in enumerate(seq_lens.tolist()):
+        kv = gather_kv(kv_cache, block_tables[i], length).float()  # [length, L + R]
+        probs = (query[i].float() @ kv.T * scale).softmax(dim=-1)  # [heads, length]
+        out[i] = (probs @ kv[:, :kv_lora_rank]).to(out.dtype)
+
+
+def grouped_matmul(
+    out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, group_ends: torch.Tensor
+) -> None:
+    """MoE experts over tokens sorted by expert: expert ``e`` owns input rows
+    ``group_ends[e - 1]:group_ends[e]`` and multiplies them by its ``[out, in]`` weight.
+    Rows past the last group end are not written."""
+    start = 0
+    for expert, end in enumerate(group_ends.tolist()):
+        out[start:end] = input[start:end] @ weight[expert].T
+        start = end
 
 
 def int8_weight_linear(
@@ -221,6 +277,9 @@ REFERENCE: dict[str, Callable[..., None]] = {
     "silu_and_mul": silu_and_mul,
     "reshape_and_cache": reshape_and_cache,
     "paged_attention": paged_attention,
+    "concat_and_cache_mla": concat_and_cache_mla,
+    "paged_attention_mla": paged_attention_mla,
+    "grouped_matmul": grouped_matmul,
     "int8_weight_linear": int8_weight_linear,
     "quantize_int8": quantize_int8,
     "dynamic_quant_int8": dynamic_quant_int8,

@@ -1,0 +1,417 @@
+// CPU kernels of the MLA (multi-head latent attention) ops and of the MoE experts'
+// grouped matmul. fp32, bf16 and fp16. The schemas are declared in
+// vllm_ascend_compat/ops.py.
+//
+// MLA caches one latent row per token, [num_blocks, block_size, L + R]: the compressed
+// KV (L = kv_lora_rank), then the rope key (R). With the up-projections absorbed into
+// the query and the output, decode is N query heads attending to that single row:
+// keys are the whole rows, values their first L columns.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+// The vector helpers below are cpu_kernels.cpp's: each source file is its own
+// translation unit, and these are file-local there.
+
+#define DISPATCH_FLOAT_TYPES(TYPE, NAME, ...)                              \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)          \
+                         AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__))
+
+using fVec = at::vec::Vectorized<float>;
+constexpr int64_t kW = fVec::size();
+
+// Load kW elements of T as floats.
+template <typename T>
+inline fVec load_f(const T* p) {
+  return fVec::loadu(p);
+}
+template <>
+inline fVec load_f<at::BFloat16>(const at::BFloat16* p) {
+  fVec out;
+  at::vec::load_fp32_from_bf16(p, out);
+  return out;
+}
+template <>
+inline fVec load_f<at::Half>(const at::Half* p) {
+  fVec out;
+  at::vec::load_fp32_from_fp16(p, out);
+  return out;
+}
+
+inline float sum(const fVec& v) {
+  return at::vec::vec_reduce_all<float>([](fVec& a, fVec& b) { return a + b; }, v);
+}
+
+// Lane i of the result is the sum of row i of a kW x kW tile: kW dot products finished
+// with one shuffle tree instead of kW separate horizontal sums.
+inline fVec transpose_sum(const float* rows) {
+#if defined(CPU_CAPABILITY_AVX512)
+  __m512 a[8], b[4];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
+    const __m512 x = _mm512_load_ps(rows + 2 * i * kW);
+    const __m512 y = _mm512_load_ps(rows + (2 * i + 1) * kW);
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+  }
+  for (int i = 0; i < 4; ++i)  // per 128-bit lane: the lane's sums of rows 4i .. 4i+3
+    b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xEE));
+  // then across 128-bit lanes, two at a time
+  const __m512 c0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
+                                  _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 c1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88),
+                                  _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88), _mm512_shuffle_f32x4(c0, c1, 0xDD));
+#else
+  __at_align__ float out[kW];
+  for (int64_t i = 0; i < kW; ++i) out[i] = sum(fVec::loadu(rows + i * kW));
+  return fVec::loadu(out);
+#endif
+}
+
+// Calls f.template operator()<kG>(g0) over query heads [0, heads) in tiles of 8, 4, 2, 1.
+template <typename F>
+inline void for_each_head_tile(int64_t heads, const F& f) {
+  for (int64_t g0 = 0; g0 < heads;) {
+    const int64_t left = heads - g0;
+    if (left >= 8) {
+      f.template operator()<8>(g0);
+      g0 += 8;
+    } else if (left >= 4) {
+      f.template operator()<4>(g0);
+      g0 += 4;
+    } else if (left >= 2) {
+      f.template operator()<2>(g0);
+      g0 += 2;
+    } else {
+      f.template operator()<1>(g0);
+      g0 += 1;
+    }
+  }
+}
+
+// Folds a block of scores into one query head's running softmax (online softmax): the
+// scores become exp(score - max) against the new running max. Returns the factor the
+// output accumulated so far must be scaled by.
+inline float softmax_step(float* s, int64_t n, float& max, float& total) {
+  fVec vblock_max(-INFINITY);
+  int64_t t = 0;
+  for (; t + kW <= n; t += kW) vblock_max = at::vec::maximum(vblock_max, fVec::loadu(s + t));
+  float block_max = at::vec::vec_reduce_all<float>(
+      [](fVec& a, fVec& b) { return at::vec::maximum(a, b); }, vblock_max);
+  for (; t < n; ++t) block_max = std::max(block_max, s[t]);
+  const float new_max = std::max(max, block_max);
+  const fVec vmax(new_max);
+  fVec vsum(0.f);
+  for (t = 0; t + kW <= n; t += kW) {
+    const fVec e = (fVec::loadu(s + t) - vmax).exp_u20();
+    e.store(s + t);
+    vsum = vsum + e;
+  }
+  float block_sum = sum(vsum);
+  for (; t < n; ++t) block_sum += (s[t] = std::exp(s[t] - new_max));
+  const float factor = std::exp(max - new_max);  // 0 on the first block (max = -inf)
+  total = total * factor + block_sum;
+  max = new_max;
+  return factor;
+}
+
+// --- Cache write ---------------------------------------------------------------------------
+
+// A block's rows are dense, the blocks themselves may be strided (vLLM can hand out a
+// cache that is a view of a larger allocation).
+void concat_and_cache_mla(const at::Tensor& kv_c, const at::Tensor& k_pe, at::Tensor& kv_cache,
+                          const at::Tensor& slot_mapping) {
+  TORCH_CHECK(kv_c.dim() == 2 && kv_c.stride(1) == 1,
+              "concat_and_cache_mla: kv_c must be [tokens, kv_lora_rank] with dense rows, got ",
+              kv_c.sizes());
+  TORCH_CHECK((k_pe.dim() == 2 || (k_pe.dim() == 3 && k_pe.size(1) == 1)) && k_pe.stride(-1) == 1,
+              "concat_and_cache_mla: k_pe must be [tokens, rope_dim] or [tokens, 1, rope_dim] "
+              "with dense rows, got ", k_pe.sizes());
+  const int64_t lora = kv_c.size(1), rope = k_pe.size(-1), width = lora + rope;
+  TORCH_CHECK(kv_cache.dim() == 3 && kv_cache.size(2) == width && kv_cache.stride(2) == 1 &&
+                  kv_cache.stride(1) == width,
+              "concat_and_cache_mla: kv_cache must be [blocks, block_size, kv_lora_rank + "
+              "rope_dim] = [., ., ", width, "] with dense rows in a block, got ", kv_cache.sizes(),
+              " with strides ", kv_cache.strides());
+  TORCH_CHECK(kv_c.scalar_type() == kv_cache.scalar_type() &&
+                  k_pe.scalar_type() == kv_cache.scalar_type(),
+              "concat_and_cache_mla: kv_c, k_pe and kv_cache dtypes differ");
+  TORCH_CHECK(slot_mapping.dim() == 1, "concat_and_cache_mla: slot_mapping must be 1-D");
+  const int64_t tokens = slot_mapping.numel();
+  TORCH_CHECK(kv_c.size(0) >= tokens && k_pe.size(0) >= tokens,
+              "concat_and_cache_mla: kv_c and k_pe must have a row for each of the ", tokens,
+              " slots");
+  const at::Tensor slots = slot_mapping.contiguous();
+  const int64_t block_size = kv_cache.size(1), capacity = kv_cache.size(0) * block_size;
+  const int64_t elem = kv_cache.element_size(), block_stride = kv_cache.stride(0);
+  const int64_t c_stride = kv_c.stride(0), pe_stride = k_pe.stride(0);
+  auto* cache = static_cast<char*>(kv_cache.data_ptr());
+  const auto* c = static_cast<const char*>(kv_c.data_ptr());
+  const auto* pe = static_cast<const char*>(k_pe.data_ptr());
+  AT_DISPATCH_INDEX_TYPES(slots.scalar_type(), "concat_and_cache_mla", [&] {
+    const index_t* s = slots.data_ptr<index_t>();
+    at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t slot = s[t];
+        if (slot < 0) continue;  // padding
+        TORCH_CHECK(slot < capacity, "concat_and_cache_mla: slot ", slot, " is past the ",
+                    capacity, " slots of the cache");
+        char* row = cache + ((slot / block_size) * block_stride + slot % block_size * width) * elem;
+        std::memcpy(row, c + t * c_stride * elem, lora * elem);
+        std::memcpy(row + lora * elem, pe + t * pe_stride * elem, rope * elem);
+      }
+    });
+  });
+}
+
+// --- Decode attention ----------------------------------------------------------------------
+//
+// A task is one sequence and a range of its query heads. It walks the sequence block by
+// block: the scores of the block's rows, kW rows at a time for all the task's heads (each
+// key vector loaded once per tile of up to 8 heads), one online softmax step per head,
+// then the values, each value vector loaded once per head tile while the block is still in
+// cache. So each cached row comes from memory once per task, whatever the number of heads.
+
+struct MlaShape {
+  int64_t block_size, block_stride, width, lora;  // width: a cached row, L + R
+  float scale;
+};
+
+// s[g * ld + t] = q_g . row_t for kG query heads (fp32, pre-scaled, ``width`` apart) and
+// the ``count`` <= kW cache rows at ``rows``.
+template <int kG, typename T>
+void tile_scores(const float* q, const T* rows, int64_t count, int64_t width, float* s,
+                 int64_t ld) {
+  const int64_t vec_end = width - width % kW;
+  __at_align__ float partial[kG][kW][kW];  // [head][row]: lanes of q_g * row_t
+  for (int64_t t = 0; t < kW; ++t) {
+    if (t >= count) {  // pad the last tile of a block
+      for (int g = 0; g < kG; ++g) fVec(0.f).store(partial[g][t]);
+      continue;
+    }
+    const T* key = rows + t * width;
+    fVec acc[kG];
+    for (int g = 0; g < kG; ++g) acc[g] = fVec(0.f);
+    for (int64_t d = 0; d < vec_end; d += kW) {
+      const fVec k = load_f(key + d);
+      for (int g = 0; g < kG; ++g)
+        acc[g] = at::vec::fmadd(fVec::loadu(q + g * width + d), k, acc[g]);
+    }
+    // two loops: with the tail in the first, GCC keeps acc[] in memory, a store per FMA
+    for (int g = 0; g < kG; ++g) acc[g].store(partial[g][t]);
+    for (int g = 0; g < kG; ++g)
+      for (int64_t d = vec_end; d < width; ++d)
+        partial[g][t][0] += q[g * width + d] * float(key[d]);
+  }
+  for (int g = 0; g < kG; ++g) transpose_sum(&partial[g][0][0]).store(s + g * ld, count);
+}
+
+// acc_g[0, lora) += sum_t p[g * ld + t] * row_t[0, lora) over ``count`` rows, kG heads at
+// once: each value vector is loaded once, and the accumulators of kC vectors stay in
+// registers over all the rows (kG * kC independent FMA chains).
+template <int kG, typename T>
+void tile_values(const float* p, int64_t ld, const T* rows, int64_t count, int64_t width,
+                 float* acc, int64_t lora) {
+  constexpr int kC = kG <= 4 ? 2 : 1;
+  int64_t d = 0;
+  for (; d + kC * kW <= lora; d += kC * kW) {
+    fVec a[kG][kC];
+    for (int g = 0; g < kG; ++g)
+      for (int c = 0; c < kC; ++c) a[g][c] = fVec::loadu(acc + g * lora + d + c * kW);
+    for (int64_t t = 0; t < count; ++t) {
+      fVec x[kC];
+      for (int c = 0; c < kC; ++c) x[c] = load_f(rows + t * width + d + c * kW);
+#pragma GCC unroll 8  // else GCC keeps a[][] in memory, a store per FMA
+      for (int g = 0; g < kG; ++g) {
+        const fVec w(p[g * ld + t]);
+        for (int c = 0; c < kC; ++c) a[g][c] = at::vec::fmadd(w, x[c], a[g][c]);
+      }
+    }
+    for (int g = 0; g < kG; ++g)
+      for (int c = 0; c < kC; ++c) a[g][c].store(acc + g * lora + d + c * kW);
+  }
+  for (; d < lora; ++d)
+    for (int g = 0; g < kG; ++g)
+      for (int64_t t = 0; t < count; ++t)
+        acc[g * lora + d] += p[g * ld + t] * float(rows[t * width + d]);
+}
+
+// Query heads [0, nh) of one sequence (``query`` and ``out`` point at the first, heads
+// ``q_head`` and ``o_head`` apart). ``buffer`` is the calling thread's scratch space.
+template <typename T, typename index_t>
+void attend_mla(T* out, int64_t o_head, const T* query, int64_t q_head, const T* cache,
+                const MlaShape& sh, const index_t* table, int64_t len, int64_t nh,
+                std::vector<float>& buffer) {
+  const int64_t w = sh.width, lora = sh.lora, bs = sh.block_size;
+  buffer.resize(nh * (w + lora + bs + 2));
+  float* q = buffer.data();     // [nh, w], scaled
+  float* acc = q + nh * w;      // [nh, lora]
+  float* s = acc + nh * lora;   // [nh, bs]: scores, then probabilities
+  float* max = s + nh * bs;     // [nh]
+  float* total = max + nh;      // [nh]
+  for (int64_t h = 0; h < nh; ++h)
+    for (int64_t d = 0; d < w; ++d) q[h * w + d] = float(query[h * q_head + d]) * sh.scale;
+  std::fill(acc, acc + nh * lora, 0.f);
+  std::fill(max, max + nh, -INFINITY);
+  std::fill(total, total + nh, 0.f);
+  for (int64_t start = 0; start < len; start += bs) {
+    const int64_t n = std::min(bs, len - start);
+    const T* rows = cache + int64_t(table[start / bs]) * sh.block_stride;
+    for (int64_t t0 = 0; t0 < n; t0 += kW)
+      for_each_head_tile(nh, [&]<int kG>(int64_t g0) {
+        tile_scores<kG>(q + g0 * w, rows + t0 * w, std::min(kW, n - t0), w, s + g0 * bs + t0, bs);
+      });
+    for (int64_t h = 0; h < nh; ++h) {
+      const float factor = softmax_step(s + h * bs, n, max[h], total[h]);
+      if (factor != 1.f)
+        for (int64_t d = 0; d < lora; ++d) acc[h * lora + d] *= factor;
+    }
+    for_each_head_tile(nh, [&]<int kG>(int64_t g0) {
+      tile_values<kG>(s + g0 * bs, bs, rows, n, w, acc + g0 * lora, lora);
+    });
+  }
+  for (int64_t h = 0; h < nh; ++h) {
+    const float inv = total[h] > 0.f ? 1.f / total[h] : 0.f;  // an empty sequence gives 0
+    for (int64_t d = 0; d < lora; ++d) out[h * o_head + d] = T(acc[h * lora + d] * inv);
+  }
+}
+
+// Whole sequences per task when there are enough of them to keep the threads busy, else
+// each split into head ranges (every range reads the sequence's rows again). Threads take
+// tasks from a shared counter, so sequences of different lengths still balance.
+template <typename T, typename index_t>
+void paged_attention_mla_impl(const at::Tensor& out, const at::Tensor& query,
+                              const T* cache, const MlaShape& sh, const index_t* tables,
+                              int64_t table_stride, const index_t* lens) {
+  const int64_t seqs = query.size(0), heads = query.size(1);
+  const int64_t threads = at::get_num_threads();
+  const int64_t want = (2 * threads + seqs - 1) / seqs;  // two tasks per thread
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(heads, want));
+  const int64_t per_chunk = (heads + chunks - 1) / chunks;
+  const int64_t tasks = seqs * chunks;
+  T* o = out.data_ptr<T>();
+  const T* q = query.data_ptr<T>();
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(threads, tasks), 1, [&](int64_t, int64_t) {
+    std::vector<float> buffer;
+    for (int64_t task = next++; task < tasks; task = next++) {
+      const int64_t b = task / chunks, h0 = (task % chunks) * per_chunk;
+      const int64_t nh = std::min(heads, h0 + per_chunk) - h0;
+      if (nh <= 0) continue;
+      attend_mla(o + b * out.stride(0) + h0 * out.stride(1), out.stride(1),
+                 q + b * query.stride(0) + h0 * query.stride(1), query.stride(1), cache, sh,
+                 tables + b * table_stride, int64_t(lens[b]), nh, buffer);
+    }
+  });
+}
+
+void paged_attention_mla(at::Tensor& out, const at::Tensor& query, const at::Tensor& kv_cache,
+                         int64_t kv_lora_rank, double scale, const at::Tensor& block_tables,
+                         const at::Tensor& seq_lens) {
+  TORCH_CHECK(kv_cache.dim() == 3 && kv_cache.stride(2) == 1 &&
+                  kv_cache.stride(1) == kv_cache.size(2),
+              "paged_attention_mla: kv_cache must be [blocks, block_size, kv_lora_rank + "
+              "rope_dim] with dense rows in a block, got ", kv_cache.sizes(), " with strides ",
+              kv_cache.strides());
+  const int64_t width = kv_cache.size(2), lora = kv_lora_rank;
+  TORCH_CHECK(lora > 0 && lora <= width, "paged_attention_mla: kv_lora_rank ", lora,
+              " does not fit cache rows of ", width);
+  TORCH_CHECK(query.dim() == 3 && query.size(2) == width && query.stride(2) == 1,
+              "paged_attention_mla: query must be [seqs, heads, ", width,
+              "] with a contiguous last dimension, got ", query.sizes());
+  const int64_t seqs = query.size(0), heads = query.size(1);
+  TORCH_CHECK(out.dim() == 3 && out.size(0) == seqs && out.size(1) == heads &&
+                  out.size(2) == lora && out.stride(2) == 1,
+              "paged_attention_mla: out must be [", seqs, ", ", heads, ", ", lora,
+              "] with a contiguous last dimension, got ", out.sizes());
+  TORCH_CHECK(query.scalar_type() == kv_cache.scalar_type() &&
+                  out.scalar_type() == kv_cache.scalar_type(),
+              "paged_attention_mla: out, query and kv_cache dtypes differ");
+  TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) >= seqs,
+              "paged_attention_mla: block_tables must be [seqs, max_blocks]");
+  TORCH_CHECK(seq_lens.numel() == seqs, "paged_attention_mla: one length per sequence");
+  if (seqs == 0) return;
+  const at::Tensor tables = block_tables.contiguous();
+  const at::Tensor lens = seq_lens.to(tables.scalar_type()).contiguous();
+  const MlaShape shape{kv_cache.size(1), kv_cache.stride(0), width, lora, float(scale)};
+  DISPATCH_FLOAT_TYPES(query.scalar_type(), "paged_attention_mla", [&] {
+    AT_DISPATCH_INDEX_TYPES(tables.scalar_type(), "paged_attention_mla_index", [&] {
+      const index_t* table = tables.data_ptr<index_t>();
+      const index_t* len = lens.data_ptr<index_t>();
+      const int64_t max_blocks = tables.size(1), blocks = kv_cache.size(0);
+      for (int64_t b = 0; b < seqs; ++b) {  // here, not in the kernel's threads
+        TORCH_CHECK(len[b] >= 0 && len[b] <= max_blocks * shape.block_size,
+                    "paged_attention_mla: sequence ", b, " of length ", len[b],
+                    " does not fit its ", max_blocks, " blocks");
+        for (int64_t i = 0; i * shape.block_size < len[b]; ++i) {
+          const int64_t block = table[b * max_blocks + i];
+          TORCH_CHECK(block >= 0 && block < blocks, "paged_attention_mla: sequence ", b,
+                      " has block ", block, " of a cache of ", blocks);
+        }
+      }
+      paged_attention_mla_impl<scalar_t, index_t>(out, query, kv_cache.data_ptr<scalar_t>(),
+                                                  shape, table, max_blocks, len);
+    });
+  });
+}
+
+// --- MoE -----------------------------------------------------------------------------------
+
+// One GEMM per expert on its rows; the group ends are read from memory, on the host, so
+// the MoE layer needs neither a loop over experts in Python nor a device sync.
+void grouped_matmul(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
+                    const at::Tensor& group_ends) {
+  TORCH_CHECK(input.dim() == 2, "grouped_matmul: input must be [tokens, in], got ",
+              input.sizes());
+  TORCH_CHECK(weight.dim() == 3 && weight.size(2) == input.size(1),
+              "grouped_matmul: weight must be [experts, out, in] with in = ", input.size(1),
+              ", got ", weight.sizes());
+  const int64_t experts = weight.size(0), rows = input.size(0);
+  TORCH_CHECK(group_ends.dim() == 1 && group_ends.numel() == experts &&
+                  group_ends.scalar_type() == at::kLong,
+              "grouped_matmul: group_ends must be int64 [experts] = [", experts, "]");
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == rows && out.size(1) == weight.size(1),
+              "grouped_matmul: out must be [", rows, ", ", weight.size(1), "], got ",
+              out.sizes());
+  TORCH_CHECK(input.scalar_type() == weight.scalar_type() &&
+                  out.scalar_type() == weight.scalar_type(),
+              "grouped_matmul: out, input and weight dtypes differ");
+  const at::Tensor ends = group_ends.contiguous();
+  const int64_t* end = ends.data_ptr<int64_t>();
+  int64_t start = 0;
+  for (int64_t e = 0; e < experts; ++e) {
+    TORCH_CHECK(end[e] >= start && end[e] <= rows, "grouped_matmul: group_ends must be "
+                "non-decreasing and at most ", rows, ", got ", ends);
+    if (end[e] > start) {
+      at::Tensor target = out.narrow(0, start, end[e] - start);
+      at::mm_out(target, input.narrow(0, start, end[e] - start), weight[e].t());
+    }
+    start = end[e];
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(_C_ascend_compat, CPU, m) {
+  m.impl("concat_and_cache_mla", &concat_and_cache_mla);
+  m.impl("paged_attention_mla", &paged_attention_mla);
+  m.impl("grouped_matmul", &grouped_matmul);
+}
