@@ -323,9 +323,10 @@ def test_reshape_and_cache_writes_slots_and_skips_negative_ones():
 # A float64 paged attention reference shared by the attention tests.
 ATTENTION_REF = """
 def ref_attention(q, k, v, scale, masked=None):
-    # q [N, Sq, D], k/v [KV_N, Skv, D] float64; masked [Sq, Skv] bool (True = excluded)
+    # q [N, Sq, D], k [KV_N, Skv, D], v [KV_N, Skv, Dv] float64; masked [Sq, Skv] bool (True =
+    # excluded)
     group = q.shape[0] // k.shape[0]
-    out = torch.zeros(q.shape, dtype=torch.float64)
+    out = torch.zeros(*q.shape[:2], v.shape[-1], dtype=torch.float64)
     for h in range(q.shape[0]):
         kh, vh = k[h // group], v[h // group]
         for i in range(q.shape[1]):
@@ -370,6 +371,63 @@ def test_paged_attention_matches_float64():
                               gather(vc.double(), table[i], int(lens[i]), bs), 0.125).squeeze(1)
                 for i in range(3)])
             close(out, want, dtype, "paged attention")
+    """
+        )
+    )
+
+
+def test_reshape_and_cache_siso_writes_slots_and_skips_negative_ones():
+    """MLA's latent rows as one head, as vllm-ascend writes them."""
+    run("""
+        torch.manual_seed(0)
+        for dtype in (torch.float16, torch.bfloat16, torch.int8):
+            blocks, bs, width = 3, 16, 48
+            make = (lambda *s: torch.randint(-100, 100, s, dtype=dtype)) if dtype == torch.int8 \\
+                else (lambda *s: torch.randn(*s).to(dtype))
+            cache, key = make(blocks, bs, 1, width), make(5, 1, width)
+            slots = torch.tensor([0, 17, -1, 40, 5], dtype=torch.int32)  # -1 would be slot 47
+            ncache = npu(cache)
+            torch_npu._npu_reshape_and_cache_siso(npu(key), ncache, npu(slots))
+            want = cache.clone().view(-1, 1, width)
+            for i, s in enumerate(slots.tolist()):
+                if s >= 0:
+                    want[s] = key[i]
+            assert torch.equal(ncache.cpu().view(-1, 1, width), want), dtype
+    """)
+
+
+def test_paged_attention_mla_matches_float64_and_the_plugin_reference():
+    run(
+        ATTENTION_REF
+        + textwrap.dedent(
+            f"""
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from vllm_ascend_compat import ops
+        torch.manual_seed(0)
+        # a tiny latent cache, and DeepSeek's (head_size 576 > 256, block_size 128)
+        for heads, lora, rope, bs in ((4, 32, 16, 16), (16, 512, 64, 128)):
+            for dtype in (torch.float16, torch.bfloat16):
+                width = lora + rope
+                cache = torch.randn(6, bs, 1, width).to(dtype)
+                q = torch.randn(3, heads, width).to(dtype)
+                table = torch.tensor([[4, 1, 0], [2, 0, 0], [5, 3, 0]], dtype=torch.int32)
+                lens = torch.tensor([bs * 2 + 1, 1, bs + 4], dtype=torch.int32)
+                scale = width ** -0.5
+                out = npu(torch.full((3, heads, lora), 7.0).to(dtype))
+                torch_npu._npu_paged_attention_mla(
+                    query=npu(q), key_cache=npu(cache), num_kv_heads=1, num_heads=heads,
+                    scale_value=scale, block_table=npu(table), context_lens=lens,
+                    mla_vheadsize=lora, out=out)
+                want = []
+                for i in range(3):
+                    rows = gather(cache.double(), table[i], int(lens[i]), bs)  # [1, len, width]
+                    want.append(ref_attention(q[i].double().unsqueeze(1), rows, rows[..., :lora],
+                                              scale).squeeze(1))
+                close(out, torch.stack(want), dtype, f"paged attention mla {{width}}")
+                plugin = torch.empty(3, heads, lora, dtype=dtype)
+                ops.REFERENCE["paged_attention_mla"](plugin, q, cache.squeeze(2), lora, scale,
+                                                     table, lens)
+                close(out, plugin.double(), dtype, f"paged attention mla vs plugin {{width}}")
     """
         )
     )
@@ -462,6 +520,36 @@ def test_fused_infer_attention_score_matches_float64():
     """
         )
     )
+
+
+def test_grouped_matmul_matches_float64_and_the_plugin_reference():
+    run(f"""
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from vllm_ascend_compat import ops
+        torch.manual_seed(0)
+        experts, m, k, n = 4, 11, 32, 24
+        ends = [3, 3, 9, 11]  # expert 1 has no rows
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            x = torch.randn(m, k).to(dtype)
+            w = torch.randn(experts, n, k).to(dtype)  # [E, out, in], as the plugin keeps it
+            want, start = torch.zeros(m, n, dtype=torch.float64), 0
+            for e, end in enumerate(ends):
+                want[start:end] = x[start:end].double() @ w[e].double().T
+                start = end
+            # weight [E, K, N] as a transposed view and dense; cumulative ends, then group sizes
+            for weight in (npu(w).transpose(1, 2), npu(w.transpose(1, 2).contiguous())):
+                (y,) = torch_npu.npu_grouped_matmul(
+                    [npu(x)], [weight], group_list=npu(torch.tensor(ends)), split_item=2,
+                    group_type=0, group_list_type=0)
+                close(y, want, dtype, "grouped matmul")
+            (y,) = torch_npu.npu_grouped_matmul(
+                [npu(x)], [npu(w).transpose(1, 2)], group_list=npu(torch.tensor([3, 0, 6, 2])),
+                split_item=3, group_type=0, group_list_type=1)
+            close(y, want, dtype, "grouped matmul, group sizes")
+            plugin = torch.zeros(m, n, dtype=dtype)
+            ops.REFERENCE["grouped_matmul"](plugin, x, w, torch.tensor(ends))
+            close(y, plugin.double(), dtype, "grouped matmul vs plugin")
+    """)
 
 
 def test_format_cast_records_the_format_and_keeps_the_matrix():
@@ -897,6 +985,237 @@ PRECONDITIONS: dict[str, dict] = {
             "batch": ("a['context_lens'] = torch.tensor([3], dtype=torch.int32)", "batch=2"),
         },
     },
+    "_npu_reshape_and_cache_siso": {
+        "setup": """
+            a = dict(key=npu(torch.randn(3, 1, 48, dtype=torch.bfloat16)),
+                     key_cache=npu(torch.zeros(4, 16, 1, 48, dtype=torch.bfloat16)),
+                     slot_indices=npu(torch.tensor([0, 5, -1], dtype=torch.int32)))
+            call = lambda: torch_npu._npu_reshape_and_cache_siso(**a)
+        """,
+        "cases": {
+            "cache_contiguous": (
+                "a['key_cache'] = npu(torch.zeros(4, 20, 1, 48, dtype=torch.bfloat16))[:, :16]",
+                "key_cache must be contiguous",
+            ),
+            "float32": (
+                "a['key'] = a['key'].float(); a['key_cache'] = a['key_cache'].float()",
+                "key must be one of",
+            ),
+            "cache_dtype": ("a['key_cache'] = a['key_cache'].half()", "must have key's dtype"),
+            "key_dims": ("a['key'] = a['key'].flatten(1)", "[num_tokens, num_heads, head_size]"),
+            "cache_dims": (
+                "a['key_cache'] = a['key_cache'].squeeze(2)",
+                "must be [num_blocks, block_size, num_heads, head_size]",
+            ),
+            "head_size": (
+                "a['key'] = npu(torch.randn(3, 1, 40, dtype=torch.bfloat16))",
+                "heads and head size",
+            ),
+            "slot_dtype": (
+                "a['slot_indices'] = a['slot_indices'].long()",
+                "slot_indices must be one of",
+            ),
+            "slot_count": (
+                "a['slot_indices'] = npu(torch.tensor([0, 1], dtype=torch.int32))",
+                "num_tokens=3",
+            ),
+            "slot_device": (
+                "a['slot_indices'] = a['slot_indices'].cpu()",
+                "slot_indices must be a device",
+            ),
+            "key_device": ("a['key'] = a['key'].cpu()", "key must be a device"),
+            "slot_range": (
+                "a['slot_indices'] = npu(torch.tensor([0, 64, 1], dtype=torch.int32))",
+                "num_blocks * block_size",
+            ),
+            "slot_repeat": (
+                "a['slot_indices'] = npu(torch.tensor([3, 3, 1], dtype=torch.int32))",
+                "repeat",
+            ),
+        },
+    },
+    "_npu_paged_attention_mla": {
+        "setup": """
+            q = npu(torch.randn(2, 4, 48, dtype=torch.bfloat16))
+            a = dict(query=q, key_cache=npu(torch.randn(4, 16, 1, 48, dtype=torch.bfloat16)),
+                     num_kv_heads=1, num_heads=4, scale_value=0.2,
+                     block_table=npu(torch.tensor([[0, 1], [3, 0]], dtype=torch.int32)),
+                     context_lens=torch.tensor([20, 3], dtype=torch.int32), mla_vheadsize=32,
+                     out=npu(torch.empty(2, 4, 32, dtype=torch.bfloat16)))
+            call = lambda: torch_npu._npu_paged_attention_mla(**a)
+        """,
+        "cases": {
+            "context_lens_on_device": (
+                "a['context_lens'] = npu(a['context_lens'])",
+                "context_lens must be a host",
+            ),
+            "context_lens_dtype": (
+                "a['context_lens'] = a['context_lens'].long()",
+                "context_lens must be one of",
+            ),
+            "float32": (
+                "a['query'] = a['query'].float(); a['key_cache'] = a['key_cache'].float(); "
+                "a['out'] = a['out'].float()",
+                "query must be one of",
+            ),
+            "cache_dtype": (
+                "a['key_cache'] = a['key_cache'].half()",
+                "key_cache torch.float16 must have query's dtype",
+            ),
+            "out_dtype": ("a['out'] = a['out'].half()", "out torch.float16 must have query's"),
+            "out_contiguous": (
+                "a['out'] = npu(torch.empty(4, 2, 32, dtype=torch.bfloat16)).transpose(0, 1)",
+                "out must be contiguous",
+            ),
+            "mqa_cache": (
+                "a['key_cache'] = npu(torch.randn(4, 16, 2, 48, dtype=torch.bfloat16)); "
+                "a['num_kv_heads'] = 2",
+                "MLA is MQA only",
+            ),
+            "mqa_num_kv_heads": ("a['num_kv_heads'] = 0", "MLA is MQA only"),
+            "num_heads": ("a['num_heads'] = 8", "equal query's 4 heads"),
+            "head_size_match": (
+                "a['key_cache'] = npu(torch.randn(4, 16, 1, 40, dtype=torch.bfloat16))",
+                "must equal query's 48",
+            ),
+            "head_size_576": (
+                "a['query'] = npu(torch.randn(2, 4, 592, dtype=torch.bfloat16)); "
+                "a['key_cache'] = npu(torch.randn(4, 16, 1, 592, dtype=torch.bfloat16))",
+                "(0, 576]",
+            ),
+            "vheadsize_zero": ("a['mla_vheadsize'] = 0", "must be in (0, head_size=48]"),
+            "vheadsize_above_head_size": (
+                "a['mla_vheadsize'] = 64; a['out'] = npu(torch.empty(2, 4, 64, "
+                "dtype=torch.bfloat16))",
+                "must be in (0, head_size=48]",
+            ),
+            "out_shape": (
+                "a['out'] = npu(torch.empty(2, 4, 48, dtype=torch.bfloat16))",
+                "mla_vheadsize] = (2, 4, 32)",
+            ),
+            "block_size_16": (
+                "a['key_cache'] = npu(torch.randn(4, 24, 1, 48, dtype=torch.bfloat16))",
+                "multiple of 16",
+            ),
+            "block_size_128": (
+                "a['key_cache'] = npu(torch.randn(1, 256, 1, 48, dtype=torch.bfloat16)); "
+                "a['block_table'] = npu(torch.zeros(2, 1, dtype=torch.int32))",
+                "at most 128",
+            ),
+            "batch_limit": (
+                "a['query'] = npu(torch.randn(8193, 1, 48, dtype=torch.bfloat16)); "
+                "a['num_heads'] = 1; a['out'] = npu(torch.empty(8193, 1, 32, "
+                "dtype=torch.bfloat16)); a['block_table'] = npu(torch.zeros(8193, 1, "
+                "dtype=torch.int32)); a['context_lens'] = torch.ones(8193, dtype=torch.int32)",
+                "batch 8193 must be in (0, 8192]",
+            ),
+            "block_table_dtype": (
+                "a['block_table'] = a['block_table'].long()",
+                "block_table must be one of",
+            ),
+            "block_table_range": (
+                "a['block_table'] = npu(torch.tensor([[0, 4], [3, 0]], dtype=torch.int32))",
+                "[0, num_blocks=4)",
+            ),
+            "block_table_device": (
+                "a['block_table'] = a['block_table'].cpu()",
+                "block_table must be a device",
+            ),
+            "query_device": ("a['query'] = a['query'].cpu()", "query must be a device"),
+            "context_too_long": (
+                "a['context_lens'] = torch.tensor([40, 3], dtype=torch.int32)",
+                "context_lens must be <=",
+            ),
+            "context_negative": (
+                "a['context_lens'] = torch.tensor([-1, 3], dtype=torch.int32)",
+                "negative",
+            ),
+            "batch": ("a['context_lens'] = torch.tensor([3], dtype=torch.int32)", "batch=2"),
+        },
+    },
+    "npu_grouped_matmul": {
+        "setup": """
+            w = npu(torch.randn(4, 24, 32, dtype=torch.bfloat16))  # [E, out, in]
+            a = dict(x=[npu(torch.randn(10, 32, dtype=torch.bfloat16))], weight=[w.transpose(1, 2)],
+                     group_list=npu(torch.tensor([2, 2, 7, 10])), split_item=2, group_type=0,
+                     group_list_type=0)
+            call = lambda: torch_npu.npu_grouped_matmul(**a)
+        """,
+        "cases": {
+            "float64": (
+                "a['x'] = [a['x'][0].double()]; a['weight'] = [a['weight'][0].double()]",
+                "x must be one of",
+            ),
+            "weight_dtype": (
+                "a['weight'] = [a['weight'][0].half()]",
+                "weight torch.float16 must have x's dtype",
+            ),
+            "output_dtype": ("a['output_dtype'] = torch.float16", "output_dtype"),
+            "x_dims": ("a['x'] = [a['x'][0].unsqueeze(0)]", "x must be 2-D"),
+            "weight_dims": ("a['weight'] = [a['weight'][0][0]]", "weight must be 3-D"),
+            "k_mismatch": (
+                "a['x'] = [npu(torch.randn(10, 16, dtype=torch.bfloat16))]",
+                "(E, K, N)",
+            ),
+            "x_transposed": (
+                "a['x'] = [npu(torch.randn(32, 10, dtype=torch.bfloat16)).t()]",
+                "x must not be transposed",
+            ),
+            "inner_limit_k": (
+                "a['x'] = [npu(torch.zeros(2, 65536, dtype=torch.bfloat16))]; "
+                "a['weight'] = [npu(torch.zeros(1, 65536, 2, dtype=torch.bfloat16))]; "
+                "a['group_list'] = npu(torch.tensor([2]))",
+                "K=65536 must be < 65536",
+            ),
+            "inner_limit_n": (
+                "a['x'] = [npu(torch.zeros(2, 8, dtype=torch.bfloat16))]; "
+                "a['weight'] = [npu(torch.zeros(1, 8, 65536, dtype=torch.bfloat16))]; "
+                "a['group_list'] = npu(torch.tensor([2]))",
+                "N=65536 must be < 65536",
+            ),
+            "several_tensors": ("a['x'] = a['x'] * 2", "not emulated"),
+            "group_type": ("a['group_type'] = 1", "group_type must be -1 or 0"),
+            "group_type_none": ("a['group_type'] = -1", "not emulated"),
+            "split_item": ("a['split_item'] = 0", "split_item must be 2 or 3"),
+            "act_type": ("a['act_type'] = 5", "act_type 5"),
+            "bias": ("a['bias'] = [npu(torch.zeros(24, dtype=torch.bfloat16))]", "bias: not"),
+            "group_list_missing": ("a['group_list'] = None", "group_list is required"),
+            "group_list_dtype": (
+                "a['group_list'] = a['group_list'].int()",
+                "group_list must be one of",
+            ),
+            "group_list_length": ("a['group_list'] = npu(torch.tensor([2, 10]))", "[E=4]"),
+            "groups_1024": (
+                "a['x'] = [npu(torch.zeros(1025, 32, dtype=torch.bfloat16))]; "
+                "a['weight'] = [npu(torch.zeros(1025, 32, 2, dtype=torch.bfloat16))]; "
+                "a['group_list'] = npu(torch.arange(1, 1026))",
+                "must be 1 to 1024",
+            ),
+            "group_list_device": (
+                "a['group_list'] = a['group_list'].cpu()",
+                "group_list must be a device",
+            ),
+            "group_list_type": ("a['group_list_type'] = 2", "group_list_type must be 0 or 1"),
+            "negative": (
+                "a['group_list'] = npu(torch.tensor([-1, 2, 7, 10]))",
+                "must be non-negative",
+            ),
+            "decreasing": (
+                "a['group_list'] = npu(torch.tensor([2, 1, 7, 10]))",
+                "non-decreasing",
+            ),
+            "last_end": (
+                "a['group_list'] = npu(torch.tensor([2, 2, 7, 9]))",
+                "last value 9 must be x's M=10",
+            ),
+            "sizes_sum": ("a['group_list_type'] = 1", "sum to 21, not x's M=10"),
+            "sizes_length_1": (
+                "a['weight'] = [a['weight'][0][:1]]; a['group_list'] = npu(torch.tensor([10])); "
+                "a['group_list_type'] = 1",
+                "must not have length 1",
+            ),
+        },
+    },
     "npu_format_cast": {
         "setup": """
             a = dict(input=npu(torch.randn(32, 16, dtype=torch.bfloat16)), acl_format=29)
@@ -1004,6 +1323,44 @@ def test_plugin_npu_kernels_run_on_the_emulated_ops():
         both("paged_attention", torch.empty(2, H, D, dtype=dt), torch.randn(2, H, D, dtype=dt),
              kc, kc.clone(), KV, 0.125, torch.tensor([[2, 0], [1, 0]], dtype=torch.int32),
              Host(torch.tensor([140, 7], dtype=torch.int32)))
+        # MLA: kv_c and k_pe are slices of one projection, with more tokens than slots
+        L, R = 32, 16
+        latent = torch.randn(3, 128, L + R, dtype=dt)
+        kv_a = torch.randn(T + 2, L + R + 8, dtype=dt)
+        mla_slots = torch.tensor([0, 130, -1, 300, 7])
+        both("concat_and_cache_mla", kv_a[:, :L], kv_a[:, L : L + R].unsqueeze(1), latent,
+             mla_slots)
+        mla_q, mla_table = torch.randn(2, H, L + R, dtype=dt), torch.tensor([[2, 0], [1, 0]],
+                                                                            dtype=torch.int32)
+        mla_lens = torch.tensor([140, 7], dtype=torch.int32)
+        both("paged_attention_mla", torch.empty(2, H, L, dtype=dt), mla_q, latent, L, 0.125,
+             mla_table, Host(mla_lens))
+        # a cache whose blocks are strided (a view of a larger allocation) and a strided out:
+        # through contiguous copies, the rows between the blocks untouched
+        whole = torch.randn(3, 130, L + R, dtype=dt)
+        on_npu, kv_a_npu = npu(whole), npu(kv_a)
+        C.concat_and_cache_mla(kv_a_npu[:, :L], kv_a_npu[:, L : L + R], on_npu[:, :128],
+                               npu(mla_slots))
+        want = whole.clone()
+        ops.REFERENCE["concat_and_cache_mla"](kv_a[:, :L], kv_a[:, L : L + R], want[:, :128],
+                                              mla_slots)
+        assert torch.equal(on_npu.cpu(), want), "concat_and_cache_mla, strided blocks"
+        out = npu(torch.zeros(2, H, L + 4, dtype=dt))[..., :L]
+        C.paged_attention_mla(out, npu(mla_q), on_npu[:, :128], L, 0.125, npu(mla_table),
+                              mla_lens)
+        ref = torch.empty(2, H, L, dtype=dt)
+        ops.REFERENCE["paged_attention_mla"](ref, mla_q, want[:, :128], L, 0.125, mla_table,
+                                             mla_lens)
+        close(out, ref.double(), dt, "paged_attention_mla, strided cache and out")
+        # MoE: the rows past the last group end (another rank's experts) keep their values,
+        # even when their input is not finite
+        experts, ends = torch.randn(4, 24, 64, dtype=dt), torch.tensor([1, 1, 3, T])
+        rows = torch.randn(T + 3, 64, dtype=dt)
+        both("grouped_matmul", torch.full((T + 3, 24), 3.0, dtype=dt), rows, experts, ends)
+        rows[T:] = float("nan")
+        moe_out = npu(torch.full((T + 3, 24), 3.0, dtype=dt))
+        C.grouped_matmul(moe_out, npu(rows), npu(experts), npu(ends))
+        assert moe_out.cpu()[T:].eq(3.0).all(), "grouped_matmul wrote past the last group end"
         w8 = torch.randint(-8, 8, (32, 64), dtype=torch.int8)
         both("int8_weight_linear", torch.empty(T, 32, dtype=dt), x, w8,
              (torch.rand(32) * 0.1).to(dt), torch.randn(32).to(dt), None)

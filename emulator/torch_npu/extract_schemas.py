@@ -50,9 +50,12 @@ OPS: dict[str, str] = {
     "npu_quant_matmul": "npu",
     "npu_format_cast": "npu",
     "npu_fused_infer_attention_score": "npu",
+    "npu_grouped_matmul": "npu",
     "_npu_rotary_embedding": "atb",
     "_npu_reshape_and_cache": "atb",
     "_npu_paged_attention": "atb",
+    "_npu_reshape_and_cache_siso": "atb",
+    "_npu_paged_attention_mla": "atb",
 }
 
 NPU_LIB = "torch_npu/lib/libtorch_npu.so"

@@ -22,19 +22,34 @@ Sources cited below (paths inside the torch_npu 2.14.0 wheel unless a URL or rep
   ``AtTensor2AtbTensor``, which ``TORCH_CHECK``s ``is_contiguous()`` ("at_tensor is not
   contiguous"); a CPU tensor becomes ATB ``hostData``, any other ``deviceData``.
 * ``ROPE_SRC``, ``CACHE_SRC``, ``PA_SRC``: Ascend/op-plugin ``op_plugin/ops/atb/RopeAtb.cpp``,
-  ``ReshapeAndCachAtb.cpp``, ``PagedAttentionAtb.cpp`` (what each adapter hands ATB).
+  ``ReshapeAndCachAtb.cpp``, ``PagedAttentionAtb.cpp`` (what each adapter hands ATB);
+  ``SISO_SRC``, ``PA_MLA_SRC``: ``ReshapeAndCacheSisoAtb.cpp`` (kvCacheCfg
+  ``K_CACHE_V_BYPASS``: key and key_cache only, key_cache the output) and
+  ``PagedAttentionMlaAtb.cpp`` (``mlaVHeadSize = mla_vheadsize``, no value cache, no mask, no
+  quantization; query, key_cache, block_table, context_lens inputs, out the output).
 * ``ATB_ROPE_DOC``: CANN ATB RopeOperation (hiascend.com canncommercial 80RC3
   ``ascendtbapi/ascendtb_01_0091.html``): q, k ``[ntokens, hiddenSize]`` float16/bf16;
   cos, sin ``[ntokens, headDim]``; "输入tensor数据类型需保持一致" (one dtype).
 * ``ATB_CACHE_DOC``: CANN ATB ReshapeAndCacheOperation (hiascend.com mindie 1.0.RC1
-  ``ascendtb_01_0073.html`` and canncommercial 82RC1 ``ascendtbapi/ascendtb_01_0242.html``).
+  ``ascendtb_01_0073.html`` and canncommercial 82RC1 ``ascendtbapi/ascendtb_01_0242.html``;
+  canncommercial 800 ``apiref/ascendtbapi/ascendtb_01_0073.html``: "K_CACHE_V_BYPASS: 只传入
+  key_cache", key ``[num_tokens, num_head, k_head_size]`` float16/bf16/int8).
 * ``ATB_PA_DOC``: CANN ATB PagedAttentionOperation (hiascend.com CANNCommunityEdition 82RC1
   ``ascendtbapi/ascendtb_01_0206.html``: a cpu/npu column; ``contextLens`` is ``cpu``;
   canncommercial 700 ``ascendtb_01_0075.html``: blockTables values in ``[0, num_blocks)``).
+* ``ATB_PA_MLA_DOC``: its MLA feature, "MLA合并输入kvcache" (hiascend.com canncommercial 81RC1
+  ``apiref/ascendtbapi/ascendtb_01_0200.html``): MQA only, query and keyCache head_size in
+  ``(0, 576]``, mlaVHeadSize not above it, ``0 < batch <= 8192`` on Atlas A2/A3.
 * ``VA_*``: vllm-project/vllm-ascend call sites: ``vllm_ascend/ops/rotary_embedding.py``
   (``.contiguous().view(num_tokens, -1)`` on q/k; partial rotary passes only the rotated
   slice with ``rotary_dim`` as ``head_size``), ``vllm_ascend/attention/attention_v1.py``
-  (``context_lens=seq_lens`` from ``seq_lens_cpu``, moved to the device only on 310P).
+  (``context_lens=seq_lens`` from ``seq_lens_cpu``, moved to the device only on 310P),
+  ``vllm_ascend/attention/mla_v1.py`` (the latent row ``cat([kv_c, k_pe])`` as one head
+  into ``_npu_reshape_and_cache_siso``; ``_npu_paged_attention_mla`` with ``num_kv_heads``
+  1 and ``mla_vheadsize=kv_lora_rank``), ``vllm_ascend/ops/fused_moe.py`` (experts as
+  ``npu_grouped_matmul`` with ``split_item=2``, ``group_type=0``, ``group_list_type=0``;
+  its FIXME: with expert parallelism the rows past the last group end come out as random
+  values).
 """
 
 from __future__ import annotations
@@ -877,6 +892,112 @@ def npu_fused_infer_attention_score(
     return attention, torch.empty(0, dtype=torch.float32, device=query.device)  # META: [0]
 
 
+# --- npu::npu_grouped_matmul ---
+
+_GMM_INNER_LIMIT = 65536  # DOCS: "内轴限制InnerLimit为65536"
+_GMM_MAX_GROUPS = 1024
+
+
+def npu_grouped_matmul(
+    x: Sequence[torch.Tensor],
+    weight: Sequence[torch.Tensor],
+    *,
+    group_list: torch.Tensor | None = None,
+    split_item: int | None = 0,
+    group_type: int | None = None,
+    group_list_type: int | None = 0,
+    act_type: int | None = 0,
+    tuning_config: Sequence[int] | None = None,
+    output_dtype: int | None = None,
+    **unsupported: Any,
+) -> list[torch.Tensor]:
+    """Emulated, for tests: host memory, not an NPU; the real kernel's rounding is unknown.
+
+    Grouped along M: with group g the rows ``[end(g - 1), end(g))`` of x,
+    ``y[rows] = x[rows] @ weight[g]``, accumulated in float32 and cast to x's dtype; one output
+    tensor over all of x's rows. Emulated: the unquantized single-tensor case (one 2-D x, one
+    3-D weight [E, K, N], plain or transposed, group_type 0, split_item 2 or 3, a group_list
+    tensor, cumulative or counts); tuning_config is a hint and ignored."""
+    check = _Check("npu_grouped_matmul")
+    for name, value in unsupported.items():  # quantization, bias, activations, fp8/fp4 dtypes
+        check(value is None, f"{name}: not emulated")
+    # DOCS group_type: "Atlas A2 ...: 当前支持取-1、0"; -1 (no grouping) is not emulated.
+    check(group_type in (-1, 0), f"group_type must be -1 or 0, got {group_type}")
+    check(group_type == 0, "group_type=-1: not emulated")
+    # DOCS (group_type 0): "仅支持split_item为2或3"; "2/3: 输出为单个张量".
+    check(split_item in (2, 3), f"split_item must be 2 or 3 for group_type 0, got {split_item}")
+    # DOCS act_type: "仅per-token量化场景支持激活函数计算" (0: no activation otherwise).
+    check(act_type == 0, f"act_type {act_type}: only the per-token quantized case activates")
+    # Single x, single weight (DOCS "单单单"); lists of several tensors are not emulated.
+    check(len(x) == 1 and len(weight) == 1, "several x or weight tensors: not emulated")
+    (a,), (w,) = x, weight
+    # DOCS (group_type 0, 单单单): "weight中tensor需为3维, x、y中tensor需为2维".
+    check(a.dim() == 2, f"x must be 2-D (M, K), got {tuple(a.shape)}")
+    check(w.dim() == 3, f"weight must be 3-D (E, K, N), got {tuple(w.shape)}")
+    # DOCS table (非量化): x and weight float16 / bfloat16 / float32, one dtype; output_dtype
+    # None or that dtype (int8 x is the quantized path: not emulated).
+    check.dtype("x", a, FLOAT_TYPES)
+    check(w.dtype == a.dtype, f"weight {w.dtype} must have x's dtype {a.dtype}")
+    out_dtype = _scalar_type(output_dtype)
+    check(out_dtype in (None, a.dtype), f"output_dtype {out_dtype} must be None or x's {a.dtype}")
+    m, k = a.shape
+    groups, wk, n = w.shape
+    check(wk == k, f"x (M, K)={tuple(a.shape)} and weight (E, K, N)={tuple(w.shape)}")
+    # DOCS: "支持weight转置. x不支持转置"; a transposed tensor is "shape为[M,K]时, 则stride为
+    # [1,M]" (META is_transpose_weight: stride[-2] == 1, stride[-1] == shape[-2]).
+    check(
+        a.is_contiguous() or a.stride() != (1, m),
+        f"x must not be transposed (strides {a.stride()})",
+    )
+    transposed = not w.is_contiguous() and w.stride()[-2:] == (1, k)
+    # DOCS: "x和weight中每一组tensor的最后一维大小都应小于InnerLimit": x's K; weight's N, or K
+    # when weight is transposed.
+    check(k < _GMM_INNER_LIMIT, f"x's last dim K={k} must be < {_GMM_INNER_LIMIT}")
+    check(
+        transposed or n < _GMM_INNER_LIMIT,
+        f"weight's last dim N={n} must be < {_GMM_INNER_LIMIT}",
+    )
+    # DOCS (group_type 0): "必须传group_list"; group_list "数据类型支持torch.int64", 1-D, one
+    # value per group (META: a 3-D weight holds weight.shape[0] groups); "group_list第1维最大支
+    # 持1024".
+    check(group_list is not None, "group_list is required for group_type 0")
+    check.dtype("group_list", group_list, (torch.int64,))
+    check(
+        group_list.dim() == 1 and group_list.numel() == groups,
+        f"group_list {tuple(group_list.shape)} must be [E={groups}], one value per group",
+    )
+    check(1 <= groups <= _GMM_MAX_GROUPS, f"{groups} groups, must be 1 to {_GMM_MAX_GROUPS}")
+    # Device placement: DOCS examples place every tensor with device='npu' and vllm-ascend
+    # (VA fused_moe.py) passes a device group_list; an emulator reading, not a stated limit.
+    for name, t in (("x", a), ("weight", w), ("group_list", group_list)):
+        check.on_npu(name, t)
+    # DOCS group_list_type: "可取值0或1"; 0 (cumsum): "group_list必须为非负单调非递减数列",
+    # "最后一个值与x中tensor的第一维相等"; 1 (sizes): "必须为非负数列, 且长度不能为1",
+    # "数值的总和与x中tensor的第一维相等". (VA fused_moe.py passes a last end below M with expert
+    # parallelism and finds random values in the rows past it: the emulator refuses instead.)
+    check(group_list_type in (0, 1), f"group_list_type must be 0 or 1, got {group_list_type}")
+    values = _host(group_list)
+    check(bool((values >= 0).all()), f"group_list must be non-negative, got {values.tolist()}")
+    if group_list_type == 0:
+        ends = values
+        check(
+            bool((ends[1:] >= ends[:-1]).all()),
+            f"group_list must be non-decreasing (cumulative), got {values.tolist()}",
+        )
+        check(int(ends[-1]) == m, f"group_list's last value {int(ends[-1])} must be x's M={m}")
+    else:
+        check(groups != 1, "group_list of group sizes must not have length 1")
+        ends = values.cumsum(0)
+        check(int(ends[-1]) == m, f"group_list's sizes sum to {int(ends[-1])}, not x's M={m}")
+    rows, weights = _host(a).float(), _host(w)
+    y = torch.empty(m, n)
+    start = 0
+    for g, end in enumerate(ends.tolist()):
+        y[start:end] = rows[start:end] @ weights[g].float()
+        start = end
+    return [_to_npu(y.to(a.dtype), a)]
+
+
 # --- atb::_npu_rotary_embedding ---
 
 
@@ -1034,8 +1155,16 @@ def _npu_reshape_and_cache(
         ("slot_indices", slot_indices),
     ):
         check.on_npu(name, t)
+    _write_slots(check, slot_indices, [(key, key_cache), (value, value_cache)])
+
+
+def _write_slots(
+    check: _Check, slot_indices: torch.Tensor, writes: Sequence[tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    """Token i of each (tokens, cache) pair goes to slot slot_indices[i] of the cache (block
+    slot // block_size, offset slot % block_size); negative slots are skipped."""
     slots = _host(slot_indices).long()
-    blocks, block_size = key_cache.shape[:2]
+    blocks, block_size = writes[0][1].shape[:2]
     valid = slots >= 0
     used = slots[valid]
     # ATB_CACHE_DOC (82RC1): slotMapping "值域范围为(INT32_MIN, num_blocks * block_size)且不存
@@ -1046,10 +1175,54 @@ def _npu_reshape_and_cache(
         f"slot_indices must be < num_blocks * block_size = {blocks * block_size}",
     )
     check(used.unique().numel() == used.numel(), "slot_indices must not repeat a slot")
-    kc = _host(key_cache).view(blocks * block_size, *key_cache.shape[2:])
-    vc = _host(value_cache).view(blocks * block_size, *value_cache.shape[2:])
-    kc[used] = _host(key)[valid]
-    vc[used] = _host(value)[valid]
+    for tokens, cache in writes:
+        _host(cache).view(blocks * block_size, *cache.shape[2:])[used] = _host(tokens)[valid]
+
+
+# --- atb::_npu_reshape_and_cache_siso ---
+
+
+def _npu_reshape_and_cache_siso(
+    key: torch.Tensor, key_cache: torch.Tensor, slot_indices: torch.Tensor
+) -> None:
+    """Emulated, for tests: host memory, not an NPU.
+
+    In place: key[i] goes to slot slot_indices[i] of the paged key cache (block
+    slot // block_size, offset slot % block_size); negative slots are skipped. MLA's latent
+    row (compressed KV, then the rope key) is one head of this single-input write."""
+    check = _Check("_npu_reshape_and_cache_siso")
+    # ATB_COMMON + SISO_SRC: key_cache is the ParamSetter output: contiguous.
+    check.contiguous("key_cache", key_cache)
+    # ATB_CACHE_DOC (800, K_CACHE_V_BYPASS: key_cache only): key [num_tokens, num_head,
+    # k_head_size]; keyCache [num_blocks, block_size, num_head, k_head_size]; float16/bf16/
+    # int8, the cache of the key's dtype (80RC2: "数据类型都必须完全一致"); slotMapping int32
+    # [num_tokens].
+    check(key.dim() == 3, f"key {tuple(key.shape)} must be [num_tokens, num_heads, head_size]")
+    check(
+        key_cache.dim() == 4,
+        f"key_cache {tuple(key_cache.shape)} must be [num_blocks, block_size, num_heads, "
+        "head_size]",
+    )
+    check.dtype("key", key, (torch.float16, torch.bfloat16, torch.int8))
+    check(
+        key_cache.dtype == key.dtype,
+        f"key_cache {key_cache.dtype} must have key's dtype {key.dtype}",
+    )
+    check(
+        key.shape[1:] == key_cache.shape[2:],
+        f"key {tuple(key.shape)} heads and head size must match key_cache {tuple(key_cache.shape)}",
+    )
+    check.dtype("slot_indices", slot_indices, (torch.int32,))
+    tokens = key.shape[0]
+    check(
+        slot_indices.dim() == 1 and slot_indices.numel() == tokens,
+        f"slot_indices {tuple(slot_indices.shape)} must be [num_tokens={tokens}] like key",
+    )
+    # ATB_CACHE_DOC table ("npu" column in 82RC1): every tensor is device memory; vllm-ascend
+    # (VA mla_v1.py) passes the device slot_mapping.
+    for name, t in (("key", key), ("key_cache", key_cache), ("slot_indices", slot_indices)):
+        check.on_npu(name, t)
+    _write_slots(check, slot_indices, [(key, key_cache)])
 
 
 # --- atb::_npu_paged_attention ---
@@ -1128,12 +1301,40 @@ def _npu_paged_attention(
         f"block_size {block_size} must be a multiple of 16, at most 128",
     )
     check(0 < head_size <= 256, f"head_size {head_size} must be in (0, 256]")
+    for name, t in (
+        ("query", query),
+        ("key_cache", key_cache),
+        ("value_cache", value_cache),
+        ("out", out),
+    ):
+        check.on_npu(name, t)
+    if workspace is not None:
+        check.on_npu("workspace", workspace)
+    table, lens = _check_pages(check, block_table, context_lens, tokens, blocks, block_size)
+    result = _attend_pages(
+        _host(query).float(), _host(key_cache), _host(value_cache), table, lens, scale_value,
+        num_heads // kv_heads,
+    )  # fmt: skip
+    _host(out).copy_(result.to(out.dtype))
+
+
+def _check_pages(
+    check: _Check,
+    block_table: torch.Tensor,
+    context_lens: torch.Tensor,
+    tokens: int,
+    blocks: int,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ATB paged attention's block table and context lengths for ``tokens`` decode tokens
+    over a cache of ``blocks`` blocks, checked; returned as int64 host tensors."""
     # ATB_PA_DOC: blockTables int32 [num_tokens, max_num_blocks_per_query], npu.
     check.dtype("block_table", block_table, (torch.int32,))
     check(
         block_table.dim() == 2 and block_table.shape[0] == tokens,
         f"block_table must be [num_tokens={tokens}, max_blocks], got {tuple(block_table.shape)}",
     )
+    check.on_npu("block_table", block_table)
     # ATB_PA_DOC: contextLens int32 [batch], cpu: read as host data (ATB_COMMON: a CPU tensor
     # becomes hostData). vllm-ascend passes seq_lens_cpu (VA attention_v1.py) and moves it to
     # the device only on 310P; the _npu_paged_attention_v2 schema takes it as SymInt[].
@@ -1144,16 +1345,6 @@ def _npu_paged_attention(
         f"context_lens must be [batch={tokens}] (one decode token per sequence), got "
         f"{tuple(context_lens.shape)}",
     )
-    for name, t in (
-        ("query", query),
-        ("key_cache", key_cache),
-        ("value_cache", value_cache),
-        ("block_table", block_table),
-        ("out", out),
-    ):
-        check.on_npu(name, t)
-    if workspace is not None:
-        check.on_npu("workspace", workspace)
     table = _host(block_table).long()
     # ATB_DOCS / ATB 700 doc: "block_tables中元素的值须在[0, num_blocks)之间".
     check(
@@ -1167,19 +1358,126 @@ def _npu_paged_attention(
         bool((lens <= table.shape[1] * block_size).all()),
         f"context_lens must be <= block_table columns * block_size = {table.shape[1] * block_size}",
     )
-    q = _host(query).float()
-    kc, vc = _host(key_cache), _host(value_cache)
-    result = torch.zeros(tokens, heads, head_size)  # a zero-length context gives zeros
-    group = num_heads // kv_heads
+    return table, lens
+
+
+def _attend_pages(
+    q: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    table: torch.Tensor,
+    lens: torch.Tensor,
+    scale: float,
+    group: int,
+) -> torch.Tensor:
+    """softmax(scale * q k^T) v in float32 for each decode token i of ``q`` [tokens, heads,
+    head_size] over the first lens[i] cached positions of its blocks (table row i); each
+    ``group`` query heads share one cache head. A zero-length context gives zeros."""
+    tokens, heads = q.shape[:2]
+    block_size = key_cache.shape[1]
+    result = torch.zeros(tokens, heads, value_cache.shape[-1])
     for i in range(tokens):
         length = int(lens[i])
         if length == 0:
             continue
         ids = table[i, : -(-length // block_size)]
-        k = kc[ids].float().flatten(0, 1)[:length].transpose(0, 1).repeat_interleave(group, dim=0)
-        v = vc[ids].float().flatten(0, 1)[:length].transpose(0, 1).repeat_interleave(group, dim=0)
-        scores = torch.matmul(q[i].unsqueeze(1), k.transpose(-1, -2)) * float(scale_value)
+        k = key_cache[ids].float().flatten(0, 1)[:length].transpose(0, 1)
+        v = value_cache[ids].float().flatten(0, 1)[:length].transpose(0, 1)
+        k, v = k.repeat_interleave(group, dim=0), v.repeat_interleave(group, dim=0)
+        scores = torch.matmul(q[i].unsqueeze(1), k.transpose(-1, -2)) * float(scale)
         result[i] = torch.matmul(scores.softmax(dim=-1), v).squeeze(1)
+    return result
+
+
+# --- atb::_npu_paged_attention_mla ---
+
+_MLA_MAX_BATCH = 8192
+
+
+def _npu_paged_attention_mla(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    num_kv_heads: int,
+    num_heads: int,
+    scale_value: float,
+    block_table: torch.Tensor,
+    context_lens: torch.Tensor,
+    mla_vheadsize: int,
+    out: torch.Tensor,
+) -> None:
+    """Emulated, for tests: host memory, not an NPU; the real kernel's rounding is unknown.
+
+    MLA decode over a paged latent cache, written into ``out``: token i's heads attend the
+    first context_lens[i] cached rows of its sequence (block_table row i), the keys whole
+    rows and the values their first ``mla_vheadsize`` columns; softmax(scale * q k^T) v in
+    float32, cast to out's dtype."""
+    check = _Check("_npu_paged_attention_mla")
+    # ATB_PA_DOC (82RC1 table) + ATB_DOCS: query, keyCache float16/bf16 (int8 only with
+    # quantization, which PA_MLA_SRC never configures); out float16/bf16.
+    check.dtype("query", query, HALF_TYPES)
+    check(
+        key_cache.dtype == query.dtype,
+        f"key_cache {key_cache.dtype} must have query's dtype {query.dtype}",
+    )
+    check(out.dtype == query.dtype, f"out {out.dtype} must have query's dtype {query.dtype}")
+    # ATB_COMMON + PA_MLA_SRC: out is the ParamSetter output: contiguous.
+    check.contiguous("out", out)
+    # ATB_PA_DOC: query [num_tokens, num_heads, head_size]; keyCache [num_blocks, block_size,
+    # kv_head_num, head_size_k]; ATB_DOCS: out [num_tokens, num_head, head_size_v].
+    check(
+        query.dim() == 3,
+        f"query must be [num_tokens, num_heads, head_size], got {tuple(query.shape)}",
+    )
+    check(
+        key_cache.dim() == 4,
+        f"key_cache {tuple(key_cache.shape)} must be [num_blocks, block_size, num_kv_heads, "
+        "head_size]",
+    )
+    tokens, heads, head_size = query.shape
+    blocks, block_size, cache_heads, cache_head_size = key_cache.shape
+    # ATB 700 doc: headNum "需要大于0".
+    check(
+        num_heads > 0 and heads == num_heads,
+        f"num_heads {num_heads} must be > 0 and equal query's {heads} heads",
+    )
+    # ATB_PA_MLA_DOC: "MLA合并输入只支持MQA场景" (one kv head).
+    check(
+        num_kv_heads == 1 and cache_heads == 1,
+        f"MLA is MQA only: num_kv_heads {num_kv_heads} and the cache's {cache_heads} heads must "
+        "be 1",
+    )
+    # The keys are whole cached rows, so q k^T needs query's head size to be the cache's.
+    check(
+        cache_head_size == head_size,
+        f"key_cache's head size {cache_head_size} must equal query's {head_size}",
+    )
+    # ATB_PA_MLA_DOC: "query和keyCache的head_size范围为(0, 576]"; "mlaVHeadSize不能大于query和
+    # keyCache的head_size" (and > 0: PA_MLA_SRC's MLA path); ATB_DOCS lets head_size reach 576.
+    check(0 < head_size <= 576, f"head_size {head_size} must be in (0, 576]")
+    check(
+        0 < mla_vheadsize <= head_size,
+        f"mla_vheadsize {mla_vheadsize} must be in (0, head_size={head_size}]",
+    )
+    check(
+        tuple(out.shape) == (tokens, heads, mla_vheadsize),
+        f"out {tuple(out.shape)} must be [num_tokens, num_heads, mla_vheadsize] = "
+        f"{(tokens, heads, mla_vheadsize)}",
+    )
+    # ATB_DOCS: "block_size %16 == 0"; "block_size <= 128" (ATB_PA_MLA_DOC: at most 128
+    # whenever head_size > 256).
+    check(
+        block_size % 16 == 0 and block_size <= 128,
+        f"block_size {block_size} must be a multiple of 16, at most 128",
+    )
+    # ATB_PA_MLA_DOC: "Atlas A2/A3 ... 上0<batch<=8192".
+    check(0 < tokens <= _MLA_MAX_BATCH, f"batch {tokens} must be in (0, {_MLA_MAX_BATCH}]")
+    for name, t in (("query", query), ("key_cache", key_cache), ("out", out)):
+        check.on_npu(name, t)
+    table, lens = _check_pages(check, block_table, context_lens, tokens, blocks, block_size)
+    cache = _host(key_cache)
+    result = _attend_pages(
+        _host(query).float(), cache, cache[..., :mla_vheadsize], table, lens, scale_value, heads
+    )
     _host(out).copy_(result.to(out.dtype))
 
 
@@ -1195,9 +1493,12 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "npu_quant_matmul": npu_quant_matmul,
     "npu_format_cast": npu_format_cast,
     "npu_fused_infer_attention_score": npu_fused_infer_attention_score,
+    "npu_grouped_matmul": npu_grouped_matmul,
     "_npu_rotary_embedding": _npu_rotary_embedding,
     "_npu_reshape_and_cache": _npu_reshape_and_cache,
     "_npu_paged_attention": _npu_paged_attention,
+    "_npu_reshape_and_cache_siso": _npu_reshape_and_cache_siso,
+    "_npu_paged_attention_mla": _npu_paged_attention_mla,
 }
 assert set(KERNELS) == set(SCHEMAS), "schemas.toml and ops.py list different ops"
 for _op, _kernel in KERNELS.items():

@@ -127,6 +127,60 @@ void paged_attention(at::Tensor& out, const at::Tensor& query, const at::Tensor&
             block_tables.to(at::kInt), seq_lens.to(at::kInt), out});
 }
 
+// MLA's latent cache [num_blocks, block_size, kv_lora_rank + rope_dim] is, to ATB, a key
+// cache of one head, as vllm-ascend uses it: the single-input cache write stores a token's
+// row (kv_c, then k_pe), and decode attention takes each row whole as the key and its first
+// kv_lora_rank columns as the value (mlaVHeadSize). Only the first slot_mapping.numel()
+// tokens have slots. ATB writes only into contiguous outputs: a cache whose blocks are
+// strided (a view of a larger allocation) goes through a contiguous copy of the whole
+// cache, and a strided out through one of out.
+void concat_and_cache_mla(const at::Tensor& kv_c, const at::Tensor& k_pe, at::Tensor& kv_cache,
+                          const at::Tensor& slot_mapping) {
+  static const NpuCall call_npu("atb::_npu_reshape_and_cache_siso",
+                                {"key", "key_cache", "slot_indices"});
+  const int64_t tokens = slot_mapping.numel();
+  const at::Tensor rows =
+      at::cat({kv_c.narrow(0, 0, tokens), k_pe.narrow(0, 0, tokens).flatten(1)}, 1);
+  const at::Tensor cache = kv_cache.contiguous();
+  call_npu({rows.unsqueeze(1), cache.unsqueeze(2), slot_mapping.to(at::kInt)});
+  if (!cache.is_same(kv_cache)) kv_cache.copy_(cache);
+}
+
+void paged_attention_mla(at::Tensor& out, const at::Tensor& query, const at::Tensor& kv_cache,
+                         int64_t kv_lora_rank, double scale, const at::Tensor& block_tables,
+                         const at::Tensor& seq_lens) {
+  static const NpuCall call_npu(
+      "atb::_npu_paged_attention_mla",
+      {"query", "key_cache", "num_kv_heads", "num_heads", "scale_value", "block_table",
+       "context_lens", "mla_vheadsize", "out"});
+  const at::Tensor result = out.contiguous();
+  call_npu({query, kv_cache.unsqueeze(2), int64_t(1), query.size(1), scale,
+            block_tables.to(at::kInt), seq_lens.to(at::kInt), kv_lora_rank, result});
+  if (!result.is_same(out)) out.copy_(result);
+}
+
+// MoE experts over the rows sorted by expert, as vllm-ascend runs them: one x, one weight
+// (torch_npu's [E, in, out]: the plugin's [E, out, in] passed transposed, a layout the op
+// reads), split along M (group_type 0) by cumulative ends (group_list_type 0), one output
+// (split_item 2). torch_npu requires the last end to be x's row count, and with fewer rows
+// grouped vllm-ascend finds random values in the rest: the last group is stretched to every
+// row, and only the rows before group_ends[-1] are taken into out, selected on the device,
+// so the rows past it keep their values and the host never waits for the ends.
+void grouped_matmul(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
+                    const at::Tensor& group_ends) {
+  static const NpuCall call_npu(
+      "npu::npu_grouped_matmul",
+      {"x", "weight", "group_list", "split_item", "group_type", "group_list_type"});
+  const int64_t rows = input.size(0);
+  const at::Tensor group_list = group_ends.clone();
+  group_list.narrow(0, group_list.size(0) - 1, 1).fill_(rows);
+  auto result = call_npu({std::vector<at::Tensor>{input},
+                          std::vector<at::Tensor>{weight.transpose(1, 2)}, group_list,
+                          int64_t(2), int64_t(0), int64_t(0)});
+  const at::Tensor grouped = at::arange(rows, group_ends.options()) < group_ends[-1];
+  out.copy_(at::where(grouped.unsqueeze(1), result[0].toTensorVector()[0], out));
+}
+
 // The int8 ops of the "ascend" quantization method, as vllm-ascend calls torch_npu for
 // each msModelSlim scheme. torch_npu takes weights as [in, out]; the plugin keeps them
 // [out, in] and passes the transposed view. Scales and offsets come prepared by the
@@ -180,6 +234,9 @@ TORCH_LIBRARY_IMPL(_C_ascend_compat, PrivateUse1, m) {
   m.impl("silu_and_mul", &silu_and_mul);
   m.impl("reshape_and_cache", &reshape_and_cache);
   m.impl("paged_attention", &paged_attention);
+  m.impl("concat_and_cache_mla", &concat_and_cache_mla);
+  m.impl("paged_attention_mla", &paged_attention_mla);
+  m.impl("grouped_matmul", &grouped_matmul);
   m.impl("int8_weight_linear", &int8_weight_linear);
   m.impl("quantize_int8", &quantize_int8);
   m.impl("dynamic_quant_int8", &dynamic_quant_int8);
