@@ -39,7 +39,7 @@ def test_the_wheel_holds_every_module_kernel_and_data_file(tmp_path: Path) -> No
     wanted = {
         path.relative_to(REPO_ROOT).as_posix()
         for path in CHECKOUT.rglob("*")
-        if path.suffix in {".py", ".cpp", ".toml"} and "__pycache__" not in path.parts
+        if path.suffix in {".py", ".cpp", ".h", ".toml"} and "__pycache__" not in path.parts
     }
     assert f"{CHECKOUT.name}/patches/__init__.py" in wanted
     assert wanted <= shipped, f"not in the wheel: {sorted(wanted - shipped)}"

@@ -312,13 +312,18 @@ def build_flags() -> list[str]:
     return ["-O3", *flags, *defines, *openmp_flags()]
 
 
+def _sources() -> list[Path]:
+    """The C++ sources and the header they share."""
+    return sorted([*SOURCES.glob("*.cpp"), *SOURCES.glob("*.h")])
+
+
 def build_dir() -> Path:
     """One build per torch install (its headers' path is in the build commands), CPU
     capability and source text."""
     digest = hashlib.sha256()
     for part in (torch.__version__, str(Path(torch.__file__).parent), *build_flags()):
         digest.update(part.encode())
-    for source in sorted(SOURCES.glob("*.cpp")):
+    for source in _sources():
         digest.update(source.read_bytes())
     return envs.cache_dir() / "ops" / f"torch-{torch.__version__}-{digest.hexdigest()[:16]}"
 
@@ -332,7 +337,7 @@ def _load_compiled() -> None:
     if not sources.is_dir():  # copies keep their mtimes, so reinstalls do not rebuild
         staging = directory / f"src.{os.getpid()}"
         staging.mkdir(parents=True, exist_ok=True)
-        for source in SOURCES.glob("*.cpp"):
+        for source in _sources():
             shutil.copy(source, staging / source.name)
         try:
             staging.rename(sources)
