@@ -88,3 +88,45 @@ def hf_beam_search(
             )
         beams.append(generated.tolist())
     return beams
+
+
+def hf_own_error(model: Path, dtype: str, paths: list[list[int]], rows: list[Any]) -> dict:
+    """HF's own run in ``dtype`` against its float32 ``rows``: the largest and the mean
+    |error| of the logprob of each path's next token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    low = AutoModelForCausalLM.from_pretrained(model, attn_implementation="eager")
+    low = low.to(getattr(torch, dtype)).eval()
+    errors = []
+    with torch.no_grad():
+        for path, want in zip(paths, rows, strict=True):
+            got = torch.log_softmax(low(torch.tensor([path])).logits[0].float(), dim=-1)
+            ahead = torch.tensor(path[1:])[:, None]
+            errors.append((got[:-1].gather(1, ahead) - want[:-1].gather(1, ahead)).abs())
+    every = torch.cat(errors)
+    return {"max": float(every.max()), "mean": float(every.mean())}
+
+
+def top2_margin(row: Any) -> float:
+    top = row.topk(2).values
+    return float(top[0] - top[1])
+
+
+def check_scored(
+    path: list[int], scored: list[Any], rows: Any, limit: float, where: str
+) -> list[float]:
+    """Positions of ``path`` that vLLM scored (``scored[i]``: its [token, logprob, rank] rows
+    for token i) against HF's float32 ``rows`` along the same path: each logprob within
+    ``limit``, and vLLM's top-1 is HF's wherever HF's top-2 margin exceeds ``limit``.
+    Returns the |errors|."""
+    errors = []
+    for i, entries in scored:
+        ranked = {int(t): (lp, rank) for t, lp, rank in entries}
+        got = ranked[path[i]][0]
+        errors.append(abs(got - float(rows[i - 1][path[i]])))
+        assert errors[-1] <= limit, f"{where} position {i}: {got} vs HF {rows[i - 1][path[i]]}"
+        if top2_margin(rows[i - 1]) > limit:
+            top1 = next(t for t, (_, rank) in ranked.items() if rank == 1)
+            assert top1 == int(rows[i - 1].argmax()), f"{where} position {i}: top-1 {top1}"
+    return errors

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from e2e import PREFIX, events, post, run_spec, serve, token_ids
+from oracles import check_scored, hf_own_error, top2_margin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
 
@@ -93,28 +94,10 @@ def hf(model: Path) -> dict[str, Any]:
 def tolerance(model: Path, hf: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per dtype, HF's own largest and mean error in it, over FIRST's paths (see above)."""
     return {
-        dtype: _hf_own_error(model, dtype, [hf[p]["path"] for p in FIRST],
+        dtype: hf_own_error(model, dtype, [hf[p]["path"] for p in FIRST],
                              [hf[p]["rows"] for p in FIRST])
         for dtype in ("bfloat16", "float16")
     }  # fmt: skip
-
-
-def _hf_own_error(model: Path, dtype: str, paths: list[list[int]], rows: list[Any]) -> dict:
-    """HF's own run in ``dtype`` against its float32 ``rows``: the largest and the mean
-    |error| of the logprob of each path's next token."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    low = AutoModelForCausalLM.from_pretrained(model, attn_implementation="eager")
-    low = low.to(getattr(torch, dtype)).eval()
-    errors = []
-    with torch.no_grad():
-        for path, want in zip(paths, rows, strict=True):
-            got = torch.log_softmax(low(torch.tensor([path])).logits[0].float(), dim=-1)
-            ahead = torch.tensor(path[1:])[:, None]
-            errors.append((got[:-1].gather(1, ahead) - want[:-1].gather(1, ahead)).abs())
-    every = torch.cat(errors)
-    return {"max": float(every.max()), "mean": float(every.mean())}
 
 
 @pytest.fixture(scope="module", params=RUNS, ids=lambda r: f"{r[0]}-{r[1]}-tp{r[2]}-pp{r[3]}")
@@ -144,11 +127,6 @@ def run(
     return {**result, "mode": mode, "dtype": dtype, "tp": tp, "pp": pp}
 
 
-def _margin(row: Any) -> float:
-    top = row.topk(2).values
-    return float(top[0] - top[1])
-
-
 def test_the_engine_ran_in_the_mode_asked(run: dict[str, Any]) -> None:
     assert run["device_type"] == run["mode"]
     workers = [line for line in run["log"].splitlines() if "vllm-ascend-compat worker on" in line]
@@ -156,25 +134,6 @@ def test_the_engine_ran_in_the_mode_asked(run: dict[str, Any]) -> None:
     for rank, line in enumerate(sorted(workers, key=lambda w: w.split(" on ")[1])):
         where = f"npu:{rank}" if run["mode"] == "npu" else "cpu"
         assert f"worker on {where}: compiled kernels" in line, line
-
-
-def _check_scored(
-    path: list[int], scored: list[Any], rows: Any, limit: float, where: str
-) -> list[float]:
-    """Positions of ``path`` that vLLM scored (``scored[i]``: its [token, logprob, rank] rows
-    for token i) against HF's float32 ``rows`` along the same path: each logprob within
-    ``limit``, and vLLM's top-1 is HF's wherever HF's top-2 margin exceeds ``limit``.
-    Returns the |errors|."""
-    errors = []
-    for i, entries in scored:
-        ranked = {int(t): (lp, rank) for t, lp, rank in entries}
-        got = ranked[path[i]][0]
-        errors.append(abs(got - float(rows[i - 1][path[i]])))
-        assert errors[-1] <= limit, f"{where} position {i}: {got} vs HF {rows[i - 1][path[i]]}"
-        if _margin(rows[i - 1]) > limit:
-            top1 = next(t for t, (_, rank) in ranked.items() if rank == 1)
-            assert top1 == int(rows[i - 1].argmax()), f"{where} position {i}: top-1 {top1}"
-    return errors
 
 
 def _report(run: dict[str, Any], what: str, errors: list[float], hf_own: dict) -> None:
@@ -197,7 +156,7 @@ def test_prefill_logprobs_of_hf_paths_are_within_the_dtype_tolerance(
         path, scored = hf[prompt]["path"], out["prompt_logprobs"]
         assert out["prompt_token_ids"] == path and len(scored) == len(path)
         positions = list(enumerate(scored))[1:]
-        errors += _check_scored(path, positions, hf[prompt]["rows"],
+        errors += check_scored(path, positions, hf[prompt]["rows"],
                                 tolerance[run["dtype"]]["max"], repr(prompt[:20]))  # fmt: skip
     _report(run, "prefill", errors, tolerance[run["dtype"]])
 
@@ -220,7 +179,7 @@ def test_decoded_tokens_and_logprobs_follow_hf(
         start = len(hf[prompt]["ids"])
         assert len(out["tokens"]) == len(out["logprobs"]) == MAX_TOKENS
         positions = [(start + j, entries) for j, entries in enumerate(out["logprobs"])]
-        errors += _check_scored(path, positions, rows, tolerance[run["dtype"]]["max"],
+        errors += check_scored(path, positions, rows, tolerance[run["dtype"]]["max"],
                                 repr(prompt[:20]))  # fmt: skip
     _report(run, "decode", errors, tolerance[run["dtype"]])
 
@@ -254,7 +213,7 @@ def test_the_server_answers_a_completion_and_a_streamed_chat_in_npu_mode(
         want, rows, start = hf[prompt]["greedy"], hf[prompt]["rows"], len(hf[prompt]["ids"])
         for j, (got, expected) in enumerate(zip(tokens, want[:16], strict=True)):
             if got != expected:
-                margin = _margin(rows[start - 1 + j])
+                margin = top2_margin(rows[start - 1 + j])
                 assert margin <= tolerance["bfloat16"]["max"], f"token {j}: {margin}"
                 break
         chat = {
