@@ -25,6 +25,41 @@ TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
         "final_logit_softcapping": 5.0,
         "tie_word_embeddings": True,  # vLLM's Gemma-2 always ties the LM head
     },
+    # MLA (a q LoRA, a 32-wide latent KV, a decoupled 16-wide rope key), YaRN; layer 0
+    # dense, then DeepSeek MoE: 8 sigmoid-scored experts in 4 groups (top-2 groups), top-2
+    # experts, a shared expert, the scaling factor
+    "deepseek_v3": {
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "q_lora_rank": 48,
+        "kv_lora_rank": 32,
+        "qk_nope_head_dim": 32,
+        "qk_rope_head_dim": 16,
+        "v_head_dim": 24,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "n_group": 4,
+        "topk_group": 2,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": 64,
+        "first_k_dense_replace": 1,
+        "moe_layer_freq": 1,  # DeepSeek's own config has it; vLLM up to 0.11.0 reads it
+        "routed_scaling_factor": 2.5,
+        "norm_topk_prob": True,
+        "scoring_func": "sigmoid",
+        "topk_method": "noaux_tc",
+        "rope_scaling": {
+            "type": "yarn",
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 64,
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+        },
+    },
 }
 
 
@@ -33,7 +68,28 @@ def build_arch(path: str | Path, arch: str) -> Path:
     # Gemma-2's tied head reads the input embedding, scaled up by sqrt(hidden): damped, so
     # greedy does not just echo the last token
     scale = 0.25 if arch == "gemma2" else 1.0
-    return build_tiny_model(path, arch, config=TINY_ARCHITECTURES[arch], embedding_scale=scale)
+    path = build_tiny_model(path, arch, config=TINY_ARCHITECTURES[arch], embedding_scale=scale)
+    if arch == "deepseek_v3":
+        _randomize_correction_bias(path)
+    return path
+
+
+def _randomize_correction_bias(path: Path) -> None:
+    """DeepSeek's routing bias starts at zero in HF, where it would change no choice: set
+    it to fixed positive values, which move the top-k. Positive, so biased scores stay
+    above the zero HF masks dropped groups with."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    (weights_file,) = path.glob("*.safetensors")
+    weights = load_file(weights_file)
+    unset = sorted(n for n, t in weights.items() if n.endswith("correction_bias") and not t.any())
+    if not unset:  # already set: a rebuild reused the model
+        return
+    generator = torch.Generator().manual_seed(1)
+    for name in unset:
+        weights[name] = torch.rand(weights[name].shape, generator=generator) * 0.2
+    save_file(weights, weights_file, metadata={"format": "pt"})
 
 
 def build_tiny_llava(

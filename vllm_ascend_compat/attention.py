@@ -241,19 +241,25 @@ def split_kv_cache(kv_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return key_cache, value_cache
 
 
+def bind_impl_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An impl's constructor arguments by name, bound by the release's own AttentionImpl
+    signature: its positional order drifts (0.9.2 passes ``blocksparse_params`` before
+    the soft cap), and layers pass extra keywords the base does not declare (MLA's)."""
+    signature = inspect.signature(AttentionImpl.__init__)
+    extra = {k: v for k, v in kwargs.items() if k not in signature.parameters}
+    declared = {k: v for k, v in kwargs.items() if k in signature.parameters}
+    bound = signature.bind(None, *args, **declared)
+    bound.apply_defaults()
+    params = {**bound.arguments, **extra}
+    del params["self"]
+    return params
+
+
 class AscendAttentionImpl(AttentionImpl[AscendAttentionMetadata]):
     supported_attn_types: ClassVar[tuple[str, ...]] = (AttentionType.DECODER,)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Bound by the release's own AttentionImpl signature: its positional order
-        drifts (0.9.2 passes ``blocksparse_params`` before the soft cap), and layers
-        pass extra keywords the base does not declare."""
-        signature = inspect.signature(AttentionImpl.__init__)
-        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in signature.parameters}
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        params = {**bound.arguments, **extra}
-        del params["self"]
+        params = bind_impl_arguments(args, kwargs)
         num_heads, head_size, scale = (
             params.pop("num_heads"),
             params.pop("head_size"),

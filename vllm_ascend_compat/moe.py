@@ -2,15 +2,18 @@
 
 vLLM's ``FusedMoE`` hands the expert computation to ``UnquantizedFusedMoEMethod``, whose
 kernels are Triton or vLLM's own CPU ops, neither of which exists on this platform. The
-subclass computes the routing (softmax, top-k, renormalize) and each expert's gated MLP
-with torch ops, which run on the CPU and, through torch_npu, on an NPU. It enters where
-each release calls it:
+subclass routes as HF transformers does (softmax or sigmoid scores, DeepSeek's grouped
+top-k with its score correction bias, renormalization, the routed scaling factor) and
+runs the experts as two grouped matmuls over the tokens sorted by expert, with no host
+sync: the plugin's ``grouped_matmul`` op. It enters where each release calls it:
 
 - up to 0.13: ``apply`` calls ``forward``, which dispatches to ``forward_oot`` (0.9.2 and
   0.11 pass the routing settings as arguments; they are the layer's own attributes);
 - 0.18+: the method declares itself monolithic, so the MoE runner passes the router
   logits to ``apply_monolithic`` instead of routing with vLLM's router, whose top-k is a
   compiled vLLM op.
+
+Shared experts and the dense first layers are vLLM's own modules around this one.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 try:  # its own module from 0.13
     from vllm.model_executor.layers.fused_moe.unquantized_fused_moe_method import (
@@ -35,10 +37,8 @@ class AscendUnquantizedFusedMoEMethod(UnquantizedFusedMoEMethod):
         activation = getattr(layer.activation, "value", layer.activation)  # an enum from 0.2x
         unsupported = {
             f"activation {activation!r}": activation != "silu",
-            f"scoring function {layer.scoring_func!r}": layer.scoring_func != "softmax",
-            "grouped top-k": layer.use_grouped_topk,
+            f"scoring function {layer.scoring_func!r}": layer.scoring_func not in SCORING_FUNCS,
             "a custom routing function": layer.custom_routing_function is not None,
-            "a routing score correction bias": layer.e_score_correction_bias is not None,
             "router weights applied on the input": layer.apply_router_weight_on_input,
             "expert biases": getattr(self.moe, "has_bias", False),  # a field from 0.10
         }
@@ -65,21 +65,74 @@ class AscendUnquantizedFusedMoEMethod(UnquantizedFusedMoEMethod):
         self, layer: Any, x: torch.Tensor, router_logits: torch.Tensor, input_ids: Any = None
     ) -> torch.Tensor:
         """Route each token to its top-k experts and sum their gated MLPs, weighted."""
-        weights = torch.softmax(router_logits, dim=-1, dtype=torch.float32)
-        topk_weights, topk_ids = torch.topk(weights, layer.top_k, dim=-1)
-        if layer.renormalize:
-            topk_weights /= topk_weights.sum(dim=-1, keepdim=True)
-        topk_weights = topk_weights.to(x.dtype)
-        expert_map = layer.expert_map
-        if expert_map is not None:  # expert parallel: global ids to this rank's, -1 elsewhere
-            topk_ids = expert_map[topk_ids]
-        w13, w2 = layer.w13_weight, layer.w2_weight
-        out = torch.zeros_like(x)
-        for expert in topk_ids.unique().tolist():
-            if expert < 0:
-                continue
-            token, slot = torch.where(topk_ids == expert)
-            gate, up = F.linear(x[token], w13[expert]).chunk(2, dim=-1)
-            hidden = F.linear(F.silu(gate) * up, w2[expert])
-            out.index_add_(0, token, hidden * topk_weights[token, slot, None])
-        return out
+        topk_weights, topk_ids = select_experts(layer, router_logits)
+        return run_experts(
+            x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids, layer.expert_map
+        )
+
+
+SCORING_FUNCS = ("softmax", "sigmoid")
+
+
+def select_experts(layer: Any, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k expert ids and float32 weights per token, as HF computes them: the experts
+    chosen on the scores plus DeepSeek's correction bias, if any (within the best
+    ``topk_group`` groups, under grouped top-k), weighted by the unbiased scores."""
+    logits = router_logits.float()
+    scores = logits.sigmoid() if layer.scoring_func == "sigmoid" else logits.softmax(dim=-1)
+    bias = layer.e_score_correction_bias
+    choice = scores if bias is None else scores + bias.float()
+    if layer.use_grouped_topk:
+        tokens, experts = choice.shape
+        grouped = choice.view(tokens, layer.num_expert_group, -1)
+        if bias is None:  # DeepSeek V2: a group scores its best expert
+            group_scores = grouped.amax(dim=-1)
+        else:  # V3: its best two
+            group_scores = grouped.topk(2, dim=-1)[0].sum(dim=-1)
+        best = group_scores.topk(layer.topk_group, dim=-1, sorted=False)[1]
+        kept = torch.zeros_like(group_scores).scatter_(1, best, 1.0).bool()
+        choice = grouped.masked_fill(~kept.unsqueeze(-1), 0.0).view(tokens, experts)
+    topk_ids = choice.topk(layer.top_k, dim=-1, sorted=False)[1]
+    topk_weights = scores.gather(1, topk_ids)
+    if layer.renormalize:
+        topk_weights /= topk_weights.sum(dim=-1, keepdim=True) + 1e-20
+    return topk_weights * getattr(layer, "routed_scaling_factor", 1.0), topk_ids
+
+
+def run_experts(
+    x: torch.Tensor,
+    w13: torch.Tensor,
+    w2: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+    expert_map: torch.Tensor | None,
+) -> torch.Tensor:
+    """The weighted sum of each token's experts' gated MLPs, as two grouped matmuls.
+
+    Every (token, slot) pair is sorted by expert; under expert parallelism ``expert_map``
+    maps global ids to this rank's (-1 for another rank's), whose pairs sort last, past
+    the final group end, where the grouped matmuls leave their rows alone."""
+    if expert_map is not None:
+        topk_ids = expert_map[topk_ids]
+    num_experts, top_k = w13.shape[0], topk_ids.shape[1]
+    expert = topk_ids.flatten().long()
+    expert = torch.where(expert < 0, num_experts, expert)
+    order = expert.argsort(stable=True)
+    counts = torch.zeros(num_experts + 1, dtype=torch.long, device=x.device)
+    counts.scatter_add_(0, expert, torch.ones_like(expert))
+    group_ends = counts[:num_experts].cumsum(0)
+    token = order // top_k
+    rows = x[token]
+    gate_up = rows.new_empty(rows.shape[0], w13.shape[1])
+    torch.ops._C_ascend_compat.grouped_matmul(gate_up, rows, w13, group_ends)
+    hidden = rows.new_empty(rows.shape[0], w13.shape[1] // 2)
+    torch.ops._C_ascend_compat.silu_and_mul(hidden, gate_up)
+    weights = topk_weights.flatten()[order]
+    if expert_map is None:
+        down = rows.new_empty(rows.shape)
+    else:  # another rank's rows stay zero and weigh nothing
+        down = torch.zeros_like(rows)
+        weights = weights * (expert[order] < num_experts)
+    torch.ops._C_ascend_compat.grouped_matmul(down, hidden, w2, group_ends)
+    out = torch.zeros_like(x)
+    return out.index_add_(0, token, down * weights.unsqueeze(1).to(x.dtype))

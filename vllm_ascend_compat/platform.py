@@ -19,6 +19,7 @@ _DEVICE = device.current()
 _MODEL_DTYPES = device.model_dtypes()
 _MODULE = "vllm_ascend_compat"
 ATTENTION_BACKEND = f"{_MODULE}.attention.AscendAttentionBackend"
+MLA_BACKEND = f"{_MODULE}.mla.AscendMLABackend"
 SCHEDULER = f"{_MODULE}.scheduler.NPUScheduler"
 VLLM_SCHEDULERS = ("vllm.core.scheduler.Scheduler", "vllm.v1.core.sched.scheduler.Scheduler")
 DEVICE_COMMUNICATOR = (
@@ -48,13 +49,18 @@ class NPUPlatform(Platform):
     @classmethod
     def get_attn_backend_cls(cls, *args: Any, **kwargs: Any) -> str:
         """Every release's signature: positional flags (0.9-0.12) or a selector config."""
-        config = kwargs.get("attn_selector_config")
-        use_mla = getattr(config, "use_mla", None) if config is not None else None
-        if use_mla is None:
-            use_mla = kwargs.get("use_mla", len(args) > 6 and args[6])
-        if use_mla:
-            raise NotImplementedError("vllm-ascend-compat does not implement MLA attention")
-        return ATTENTION_BACKEND
+        if _selector_flag("use_sparse", 8, args, kwargs):
+            raise NotImplementedError(
+                "vllm-ascend-compat does not implement sparse MLA attention (DeepSeek V3.2)"
+            )
+        return MLA_BACKEND if _selector_flag("use_mla", 6, args, kwargs) else ATTENTION_BACKEND
+
+    @classmethod
+    def get_mla_prefill_backend_cls(cls, mla_selector_config: Any) -> Any:
+        """0.32+: the prefill backend vLLM's MLA layer builds, never called (mla_prefill.py)."""
+        from vllm_ascend_compat.mla_prefill import AscendMLAPrefillBackend
+
+        return AscendMLAPrefillBackend
 
     # --- device ------------------------------------------------------------------------
 
@@ -188,6 +194,15 @@ class NPUPlatform(Platform):
     @classmethod
     def default_v1(cls, model_config: Any) -> bool:
         return True
+
+
+def _selector_flag(name: str, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """A flag of vLLM's attention selector: in its config (0.13+), or by keyword or
+    position (``use_mla`` 7th and ``use_sparse`` 9th after the backend, 0.9-0.12)."""
+    config = kwargs.get("attn_selector_config")
+    if config is not None:
+        return bool(getattr(config, name, False))
+    return bool(kwargs.get(name, len(args) > position and args[position]))
 
 
 def _disable_compilation(compilation_config: Any) -> None:

@@ -15,6 +15,7 @@ from vllm_ascend_compat.patches import (
     graceful_shutdown,
     linear_weights,
     lora,
+    mla_prefill,
     ngram,
     prompt_logprobs,
     request_guard,
@@ -44,5 +45,6 @@ ALL: tuple[Patch, ...] = (
     *stop_strings.PATCHES,
     *triton_kernels.PATCHES,
     *linear_weights.PATCHES,
+    *mla_prefill.PATCHES,
     *spec_decode.PATCHES,
 )

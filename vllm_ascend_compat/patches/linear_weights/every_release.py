@@ -63,13 +63,19 @@ def _nothing(layer: torch.nn.Module) -> None:
     pass
 
 
+def _read_dense(layer: torch.nn.Module) -> bool:
+    """A layer whose weight another one reads as a plain matrix, not only through ``apply``:
+    MLA's ``kv_b_proj``, split into the absorbed projections (mla.py marks it)."""
+    return getattr(layer, "weight_read_dense", False)
+
+
 def _for_cpu() -> tuple[Prepare, Prepare]:
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     dtypes = (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
 
     def prepack(layer: torch.nn.Module) -> None:
         weight = layer.weight
-        if weight.dtype in dtypes and weight.dim() == 2:
+        if weight.dtype in dtypes and weight.dim() == 2 and not _read_dense(layer):
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
             layer.weight = torch.nn.Parameter(packed, requires_grad=False)
             layer.quant_method = PREPACKED
@@ -87,7 +93,8 @@ def _for_npu() -> tuple[Prepare, Prepare]:
 
     def cast_to_nz(layer: torch.nn.Module) -> None:
         weight = layer.weight
-        if weight.dim() == 2 and weight.dtype in (torch.float16, torch.bfloat16):
+        half = weight.dtype in (torch.float16, torch.bfloat16)
+        if weight.dim() == 2 and half and not _read_dense(layer):
             weight.data = torch_npu.npu_format_cast(weight.data, ACL_FORMAT_FRACTAL_NZ)
 
     return cast_to_nz, _nothing
