@@ -298,6 +298,71 @@ def bench_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> Non
     report("paged_attention", label, timed(fns, label, bytes_read), bytes_read, isa)
 
 
+def bench_mla_decode(seqs: int, context: int, dtype: torch.dtype, label: str) -> None:
+    """DeepSeek-V3's MLA decode per layer and rank (16 heads, latent 512 + rope 64): vLLM's
+    CPU kernel takes this one shape, and block size 16."""
+    heads, latent, rope, block = 16, 512, 64, 16
+    per_seq = (context + block - 1) // block
+    cache = torch.randn(seqs * per_seq, block, latent + rope).to(dtype)
+    q = torch.randn(seqs, heads, latent + rope).to(dtype)
+    out = torch.empty(seqs, heads, latent, dtype=dtype)
+    table = torch.randperm(seqs * per_seq).view(seqs, per_seq).to(torch.int32)
+    lens = torch.full((seqs,), context, dtype=torch.int32)
+    scale = (128 + rope) ** -0.5
+    fns = {
+        "ours": lambda: C.paged_attention_mla(out, q, cache, latent, scale, table, lens),
+        "eager": lambda: ops.paged_attention_mla(out, q, cache, latent, scale, table, lens),
+    }
+    if peer_ok("mla_decode_kvcache", label):
+        vout = torch.empty_like(out)
+        fns["vllm"] = lambda: V.mla_decode_kvcache(vout, q, cache, scale, table, lens)
+        fns["vllm"]()
+        torch.testing.assert_close(
+            vout.float(), _ours(fns["ours"], out).float(), atol=3e-2, rtol=3e-2
+        )
+    bytes_read = seqs * context * (latent + rope) * cache.element_size()
+    report("paged_attention_mla", label, timed(fns, label, bytes_read), bytes_read)
+
+
+def bench_moe(tokens: int, dtype: torch.dtype, label: str) -> None:
+    """The routed experts of a DeepSeek-style MoE layer (64 experts, top-6, hidden 2048,
+    expert intermediate 1408): ours (moe.run_experts, two grouped matmuls) against vLLM's
+    CPU fused MoE on its prepacked weights, the same routing for both."""
+    from vllm_ascend_compat.moe import run_experts
+
+    experts, top_k, hidden, inter = 64, 6, 2048, 1408
+    x = torch.randn(tokens, hidden).to(dtype)
+    w13 = (torch.randn(experts, 2 * inter, hidden) * hidden**-0.5).to(dtype)
+    w2 = (torch.randn(experts, hidden, inter) * inter**-0.5).to(dtype)
+    topk_weights, topk_ids = torch.rand(tokens, experts).topk(top_k, dim=-1)
+    topk_weights, topk_ids = topk_weights.float(), topk_ids.to(torch.int32)
+
+    def ours() -> torch.Tensor:
+        return run_experts(x, w13, w2, topk_weights, topk_ids, None)
+
+    def eager() -> torch.Tensor:  # the per-expert loop this replaced
+        out = torch.zeros_like(x)
+        for e in topk_ids.unique().tolist():
+            token, slot = torch.where(topk_ids == e)
+            gate, up = torch.nn.functional.linear(x[token], w13[e]).chunk(2, dim=-1)
+            y = torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, w2[e])
+            out.index_add_(0, token, y * topk_weights[token, slot, None].to(dtype))
+        return out
+
+    fns: dict[str, Callable[[], Any]] = {"ours": ours, "eager": eager}
+    if peer_ok("cpu_fused_moe", label):
+        packed13, packed2 = torch.empty_like(w13), torch.empty_like(w2)
+        V.prepack_moe_weight(w13, packed13, "vec")
+        V.prepack_moe_weight(w2, packed2, "vec")
+        vout = torch.empty_like(x)
+        fns["vllm"] = lambda: V.cpu_fused_moe(
+            vout, x, packed13, packed2, None, None, topk_weights, topk_ids, False, "silu", "vec"
+        )
+        fns["vllm"]()
+        torch.testing.assert_close(vout.float(), ours().float(), atol=5e-2, rtol=5e-2)
+    report("moe_experts", label, timed(fns, label))
+
+
 def _ours(fn: Callable[[], Any], out: torch.Tensor) -> torch.Tensor:
     fn()
     return out
@@ -314,6 +379,9 @@ def run_table() -> None:
             bench_cache(tokens, dtype, label)
         bench_decode(4, 512, dtype, f"decode 4 x 512 ctx {name}")
         bench_decode(32, 2048, dtype, f"prefill-size 32 x 2048 ctx {name}")
+        bench_mla_decode(16, 512, dtype, f"decode 16 x 512 ctx {name}")
+        for tokens, kind in ((16, "decode"), (512, "prefill")):
+            bench_moe(tokens, dtype, f"{kind} {tokens} tok {name}")
 
 
 def main() -> None:
