@@ -130,3 +130,16 @@ def check_scored(
             top1 = next(t for t, (_, rank) in ranked.items() if rank == 1)
             assert top1 == int(rows[i - 1].argmax()), f"{where} position {i}: top-1 {top1}"
     return errors
+
+
+def worst_logprob_error(model_path: str | Path, outputs: list[dict[str, Any]]) -> float:
+    """The largest |error| of a generated token's returned logprob (``logprobs``: 1) against
+    HF's float32 log_softmax along the same tokens, over ``outputs`` (run_llm.py rows)."""
+    sequences = [out["prompt_token_ids"] + out["tokens"] for out in outputs]
+    worst = 0.0
+    for out, hf in zip(outputs, hf_log_softmax(model_path, sequences), strict=True):
+        start = out["prompt_len"] - 1
+        for i, (token, row) in enumerate(zip(out["tokens"], out["logprobs"], strict=True)):
+            logprob = next(lp for t, lp, _ in row if t == token)
+            worst = max(worst, abs(logprob - float(hf[start + i, token])))
+    return worst

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from e2e import FIRST, PREFIX, run_spec
-from oracles import hf_greedy, hf_log_softmax
+from oracles import hf_greedy, worst_logprob_error
 from tiny_models import build_arch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
@@ -40,13 +40,7 @@ def test_greedy_tokens_and_logprobs_equal_hf(arch: str, tmp_path: Path) -> None:
     want = hf_greedy(model, PROMPTS, MAX_TOKENS)
     for g, w, p in zip(got, want, PROMPTS, strict=True):
         assert g == w, f"{arch}, prompt {p[:40]!r}: vLLM {g} vs HF {w}"
-    sequences = [out["prompt_token_ids"] + out["tokens"] for out in outputs]
-    worst = 0.0
-    for out, hf in zip(outputs, hf_log_softmax(model, sequences), strict=True):
-        start = out["prompt_len"] - 1
-        for i, (token, row) in enumerate(zip(out["tokens"], out["logprobs"], strict=True)):
-            logprob = next(lp for t, lp, _ in row if t == token)
-            worst = max(worst, abs(logprob - float(hf[start + i, token])))
+    worst = worst_logprob_error(model, outputs)
     print(f"{arch}: {sum(map(len, got))} tokens equal HF; worst logprob error {worst:.2e}; "
           f"engine start {run['engine_start_seconds']:.1f}s")  # fmt: skip
     assert worst < 1e-4

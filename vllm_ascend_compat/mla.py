@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from vllm.forward_context import get_forward_context
 
 from vllm_ascend_compat import ops
 from vllm_ascend_compat.attention import (
@@ -40,6 +41,12 @@ try:  # 0.14+
     from vllm.v1.attention.backend import MLAAttentionImpl
 except ImportError:
     from vllm.attention.backends.abstract import MLAAttentionImpl
+
+
+def _no_attention_metadata() -> bool:
+    """A dummy or profiling forward: vLLM sets no attention metadata for it."""
+    return get_forward_context().attn_metadata is None
+
 
 # vLLM's MLA layer absorbs the projections and splits the step itself from the release
 # whose MLAAttentionImpl declares forward_mqa; before, impl.forward gets the whole step.
@@ -119,7 +126,7 @@ class AscendMLABackend(AscendAttentionBackend):
 
 
 class AscendMLAImpl(MLAAttentionImpl):
-    # What vLLM's MLA layer reads of an impl (0.18+): no decode context parallelism, no
+    # What vLLM's MLA layer reads of an impl (0.16+): no decode context parallelism, no
     # quantized query, no sparse attention.
     dcp_world_size: int = 1
     supports_quant_query_input: bool = False
@@ -168,7 +175,7 @@ class AscendMLAImpl(MLAAttentionImpl):
         self.W_UK_T = w_uk.permute(1, 2, 0).contiguous()
         self.W_UV = w_uv.transpose(0, 1).contiguous()
 
-    # --- the pieces vLLM's MLA layer calls (0.18+) ---------------------------------------
+    # --- the pieces vLLM's MLA layer calls (0.16+) ---------------------------------------
 
     def do_kv_cache_update(
         self,
@@ -180,7 +187,9 @@ class AscendMLAImpl(MLAAttentionImpl):
         k_scale: torch.Tensor | None = None,
         skip_scale: bool = False,
     ) -> None:
-        if slot_mapping is None or kv_cache.numel() == 0:  # profiling run: no cache yet
+        # No cache yet (profiling), or a dummy run: vLLM's layer (0.16+) writes on every
+        # forward, and a dummy run's slots are a stale buffer, repeats that ATB refuses.
+        if slot_mapping is None or kv_cache.numel() == 0 or _no_attention_metadata():
             return
         torch.ops._C_ascend_compat.concat_and_cache_mla(kv_c_normed, k_pe, kv_cache, slot_mapping)
 
