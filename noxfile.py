@@ -10,8 +10,8 @@ set VLLM_ASCEND_COMPAT_CACHE to move them.
 
 - ``contract``: the static contract, every release's source read without installing it
 - ``tests``: the whole suite on the default anchor
-- ``releases-<first>-<last>`` (CI): the whole suite on that run's anchors, then a
-  sweep of this CI run's share of its other releases
+- ``releases-<first>-<last>`` (CI): the whole suite on that run's anchors whose turn it
+  is (ci_whole_suite_anchors), then a sweep of this CI run's share of its other releases
 - ``sweep``: the end-to-end smoke on the releases named (default: every one), recorded
 """
 
@@ -54,7 +54,8 @@ REPORTS = ROOT / ".reports"  # JUnit files, summarised by .ci/summary.py
 SWEEP_RECORD = ROOT / "docs" / "sweep-record.json"  # the last recorded sweep of each release
 # CI sweeps one share of the window's non-anchor releases per run, chosen by the commit
 # count, so that every release is swept once every SWEEP_SHARES commits: 2 of the 38
-# non-anchor releases a run, which keeps a cold CI run near its 60-minute target.
+# non-anchor releases a run. With two anchor lines a run (ci_whole_suite_anchors), this
+# keeps a CI run near its 60-minute target on this project's 2-core machines.
 SWEEP_SHARES = 19
 
 BUILD_TOOLS = [
@@ -263,8 +264,11 @@ def install_release(session: nox.Session, version: str) -> str:
     return python
 
 
-def run_suite(session: nox.Session, version: str, *pytest_args: str) -> None:
-    """The whole suite on ``version``; the release-independent tests only on the default."""
+def run_suite(
+    session: nox.Session, version: str, *pytest_args: str, independent: str = DEFAULT
+) -> None:
+    """The whole suite on ``version``; the release-independent tests only when it is
+    ``independent`` (the default anchor, or in CI the highest, which runs every time)."""
     python = install_release(session, version)
     env = {
         **activated(python),
@@ -274,7 +278,7 @@ def run_suite(session: nox.Session, version: str, *pytest_args: str) -> None:
     REPORTS.mkdir(exist_ok=True)
     # the contract session runs test_contract.py, with the releases' sources
     selection = ["--ignore=test_contract.py"]
-    if version != DEFAULT:
+    if version != independent:
         selection += ["-m", "not release_independent"]
     # two workers: the engine tests on one (tests/conftest.py groups them), the rest on the other
     xdist = ["-n", "2", "--dist", "loadgroup"]
@@ -314,14 +318,26 @@ def sweep_release(session: nox.Session, version: str, record: bool) -> bool:
     return bool(passed) and not failed
 
 
-def ci_sweep_share() -> list[str]:
-    """This commit's share of the non-anchor releases, picked by the number of commits that
-    changed more than docs/ (so recording a sweep's results does not move the share)."""
+def _ci_run_number() -> int:
+    """The number of commits that changed more than docs/ (so recording a sweep's results
+    does not move what the next CI run picks)."""
     count = subprocess.run(["git", "rev-list", "--count", "HEAD", "--", ".", ":!docs"],
                            cwd=ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
-    share = int(count or 0) % SWEEP_SHARES
+    return int(count or 0)
+
+
+def ci_sweep_share() -> list[str]:
+    """This commit's share of the non-anchor releases."""
     swept = [v for v in WINDOW if v not in ANCHORS]
-    return swept[share::SWEEP_SHARES]
+    return swept[_ci_run_number() % SWEEP_SHARES :: SWEEP_SHARES]
+
+
+def ci_whole_suite_anchors() -> list[str]:
+    """The anchors that get the whole suite in this CI run: the highest in every run, and
+    one of the others in turn. One anchor line takes about 20 minutes on this project's
+    2-core machines, so two keep a run within its budget however many anchors there are."""
+    turns = ANCHORS[:-1]
+    return [turns[_ci_run_number() % len(turns)], ANCHORS[-1]] if turns else list(ANCHORS)
 
 
 # --- sessions -----------------------------------------------------------------------------
@@ -378,16 +394,18 @@ def _environment_session(env: Environment) -> None:
 
     @nox.session(name=f"releases-{name}", python=False, tags=["ci"])
     def releases(session: nox.Session) -> None:
+        whole = ci_whole_suite_anchors()
         for version in anchors:
-            run_suite(session, version)
+            if version in whole:
+                run_suite(session, version, independent=ANCHORS[-1])
         swept = [v for v in ci_sweep_share() if environment(v) is env]
         failed = [v for v in swept if not sweep_release(session, v, record=False)]
         if failed:
             session.error(f"the sweep failed on vLLM {', '.join(failed)}")
 
     releases.__doc__ = (
-        f"The whole suite on {', '.join(anchors) or 'no anchor'}, then this CI run's share "
-        f"of the sweep over vLLM {name}."
+        f"The whole suite on {', '.join(anchors) or 'no anchor'} when its turn, then this CI "
+        f"run's share of the sweep over vLLM {name}."
     )
 
 

@@ -48,7 +48,9 @@ def _releases() -> list[str]:
         "## Releases",
         "",
         f"Every final release from {supported.describe()}. *Anchor*: the whole suite runs "
-        "on it in every CI run. *Swept*: the end-to-end smoke "
+        f"on it in CI: on {supported.anchors[-1]} in every run, on each other anchor in "
+        f"turn, one a run (`python3 run_nox.py -s anchor -- X` runs it on any). *Swept*: the "
+        "end-to-end smoke "
         "(`python3 run_nox.py -s sweep`: offline generation token-exact against HF with "
         "chunked prefill and prefix caching, `vllm serve` completions and the hostile-input "
         "corpus, ngram speculative decoding, and every backport's reproducer); CI sweeps a "

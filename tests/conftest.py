@@ -89,10 +89,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tp1(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, vllm_release: str) -> dict:
-    """The offline run through the plugin that other end-to-end tests compare against."""
+    """The offline run through the plugin that other end-to-end tests compare against, with
+    vLLM's default engine core process (the other offline runs keep it in process)."""
     from e2e import run_llm
 
-    return run_llm(tiny_model, tmp_path_factory.mktemp("tp1"))
+    return run_llm(
+        tiny_model, tmp_path_factory.mktemp("tp1"), env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    )
 
 
 @pytest.fixture(scope="session")

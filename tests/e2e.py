@@ -82,6 +82,9 @@ MODE_ENV = {
 }
 
 
+IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 def launch_spec(
     model: Path,
     tmp: Path,
@@ -92,16 +95,23 @@ def launch_spec(
     **llm: Any,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``batches`` (see run_llm.py) through the plugin in a fresh process, in CPU mode
-    or (``mode="npu"``) in NPU mode on the emulated npu device."""
+    or (``mode="npu"``) in NPU mode on the emulated npu device. The engine core runs in
+    that process (one import of vLLM instead of two, the larger part of a tiny model's
+    run) in CPU mode, unless ``env`` sets VLLM_ENABLE_V1_MULTIPROCESSING or the run is
+    pipeline parallel (0.9's in-process engine cannot take the executor's future outputs).
+    NPU mode keeps the engine core process: in process, 0.33.0 crashes (SIGSEGV) at exit
+    on the emulated device. ``vllm serve`` and the tp1 reference run keep vLLM's own
+    multiprocess default."""
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({
         "model": str(model), "batches": batches, "max_tokens": MAX_TOKENS,
         "llm": {**LLM_ARGS, **llm},
     }))  # fmt: skip
+    in_process = IN_PROCESS if mode == "cpu" and llm.get("pipeline_parallel_size", 1) == 1 else {}
     return subprocess.run(
         [sys.executable, str(TESTS_DIR / "run_llm.py"), str(spec)],
         capture_output=True, text=True, timeout=timeout, cwd=tmp,
-        env=clean_env(**MODE_ENV[mode], HF_HUB_OFFLINE="1", **(env or {})),
+        env=clean_env(**MODE_ENV[mode], HF_HUB_OFFLINE="1", **{**in_process, **(env or {})}),
     )  # fmt: skip
 
 
@@ -119,18 +129,21 @@ def run_spec(
     batches: list[dict[str, Any]],
     timeout: float = 600,
     mode: str = "cpu",
+    env: dict[str, str] | None = None,
     **llm: Any,
 ) -> dict[str, Any]:
     """:func:`launch_spec`, which must succeed: its result and log."""
-    proc = launch_spec(model, tmp, batches, timeout, mode=mode, **llm)
+    proc = launch_spec(model, tmp, batches, timeout, env, mode, **llm)
     result = result_of(proc)
     assert result, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return result
 
 
-def run_llm(model: Path, tmp: Path, timeout: float = 600, **llm: Any) -> dict[str, Any]:
+def run_llm(
+    model: Path, tmp: Path, timeout: float = 600, env: dict[str, str] | None = None, **llm: Any
+) -> dict[str, Any]:
     """The greedy batches (FIRST, SECOND, LONG), then the logprobs and beam-search batches."""
-    return run_spec(model, tmp, [*GREEDY, LOGPROBS, BEAM_SEARCH], timeout, **llm)
+    return run_spec(model, tmp, [*GREEDY, LOGPROBS, BEAM_SEARCH], timeout, env=env, **llm)
 
 
 def greedy_tokens(run: dict[str, Any]) -> list[list[int]]:
