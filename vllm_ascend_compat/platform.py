@@ -47,13 +47,32 @@ class NPUPlatform(Platform):
     # --- attention ---------------------------------------------------------------------
 
     @classmethod
-    def get_attn_backend_cls(cls, *args: Any, **kwargs: Any) -> str:
-        """Every release's signature: positional flags (0.9-0.12) or a selector config."""
-        if _selector_flag("use_sparse", 8, args, kwargs):
+    def get_attn_backend_cls(
+        cls,
+        selected_backend: Any,
+        head_size: int | None = None,
+        dtype: Any = None,
+        kv_cache_dtype: Any = None,
+        block_size: int | None = None,
+        use_v1: bool = True,
+        use_mla: bool = False,
+        has_sink: bool = False,
+        use_sparse: bool = False,
+        *args: Any,
+        attn_selector_config: Any = None,
+        **kwargs: Any,
+    ) -> str:
+        """Every release's call: positional flags (0.9-0.12) or a selector config (0.13+).
+        ``use_v1`` stays in the signature: 0.11.1-0.12 read the signature and leave it out,
+        shifting every later flag by one, for a platform that does not declare it."""
+        if attn_selector_config is not None:
+            use_mla = attn_selector_config.use_mla
+            use_sparse = getattr(attn_selector_config, "use_sparse", False)
+        if use_sparse:
             raise NotImplementedError(
                 "vllm-ascend-compat does not implement sparse MLA attention (DeepSeek V3.2)"
             )
-        return MLA_BACKEND if _selector_flag("use_mla", 6, args, kwargs) else ATTENTION_BACKEND
+        return MLA_BACKEND if use_mla else ATTENTION_BACKEND
 
     @classmethod
     def get_mla_prefill_backend_cls(cls, mla_selector_config: Any) -> Any:
@@ -194,15 +213,6 @@ class NPUPlatform(Platform):
     @classmethod
     def default_v1(cls, model_config: Any) -> bool:
         return True
-
-
-def _selector_flag(name: str, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """A flag of vLLM's attention selector: in its config (0.13+), or by keyword or
-    position (``use_mla`` 7th and ``use_sparse`` 9th after the backend, 0.9-0.12)."""
-    config = kwargs.get("attn_selector_config")
-    if config is not None:
-        return bool(getattr(config, name, False))
-    return bool(kwargs.get(name, len(args) > position and args[position]))
 
 
 def _disable_compilation(compilation_config: Any) -> None:
