@@ -280,3 +280,18 @@ def events(payload: bytes) -> Iterator[dict[str, Any]]:
     for line in lines:
         if line.startswith("data: ") and line != "data: [DONE]":
             yield json.loads(line[len("data: ") :])
+
+
+def assert_streamed_chat_arrives(base: str, max_tokens: int) -> None:
+    """A streamed chat on the server at ``base`` answers 200, arrives in at least two pieces
+    of content and ends with a finish reason."""
+    chat = {
+        "model": "tiny", "messages": [{"role": "user", "content": "Tell me a story"}],
+        "max_tokens": max_tokens, "temperature": 0, "stream": True,
+    }  # fmt: skip
+    status, payload = post(base, "/v1/chat/completions", chat)
+    assert status == 200, payload
+    chunks = list(events(payload))
+    pieces = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
+    assert sum(1 for p in pieces if p) >= 2, chunks
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop"), chunks[-1]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e import FIRST, SECOND, events, post, run_spec, serve, token_ids
+from e2e import FIRST, SECOND, assert_streamed_chat_arrives, post, run_spec, serve, token_ids
 from oracles import (
     hf_greedy,
     hf_greedy_ids,
@@ -99,16 +99,7 @@ def test_the_server_answers_a_completion_and_a_streamed_chat(model: Path, tmp_pa
         status, payload = post(base, "/v1/completions", body)
         assert status == 200, payload
         assert token_ids(json.loads(payload)["choices"][0]["logprobs"]["tokens"]) == want
-        chat = {
-            "model": "tiny", "messages": [{"role": "user", "content": "Tell me a story"}],
-            "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
-        }  # fmt: skip
-        status, payload = post(base, "/v1/chat/completions", chat)
-        assert status == 200, payload
-        chunks = list(events(payload))
-        pieces = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
-        assert sum(1 for p in pieces if p) >= 2, chunks
-        assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop"), chunks[-1]
+        assert_streamed_chat_arrives(base, MAX_TOKENS)
 
 
 NPU_CONFIG: dict[str, Any] = {

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e import PREFIX, events, post, run_spec, serve, token_ids
+from e2e import PREFIX, assert_streamed_chat_arrives, post, run_spec, serve, token_ids
 from oracles import check_scored, hf_own_error, top2_margin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("vllm_release")]
@@ -216,16 +216,7 @@ def test_the_server_answers_a_completion_and_a_streamed_chat_in_npu_mode(
                 margin = top2_margin(rows[start - 1 + j])
                 assert margin <= tolerance["bfloat16"]["max"], f"token {j}: {margin}"
                 break
-        chat = {
-            "model": "tiny", "messages": [{"role": "user", "content": "Tell me a story"}],
-            "max_tokens": 16, "temperature": 0, "stream": True,
-        }  # fmt: skip
-        status, payload = post(base, "/v1/chat/completions", chat)
-        assert status == 200, payload
-        chunks = list(events(payload))
-        pieces = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
-        assert sum(1 for p in pieces if p) >= 2, chunks
-        assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop"), chunks[-1]
+        assert_streamed_chat_arrives(base, 16)
     log = (tmp_path / "vllm-serve.log").read_text()
     assert "worker on npu:0: compiled kernels" in log
     assert f"(block size {BLOCK})" in log  # not vLLM's 16: no --block-size was given
