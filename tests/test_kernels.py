@@ -263,11 +263,14 @@ def test_paged_attention_mla_is_attention_with_the_projections_absorbed() -> Non
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("sizes", [[4, 0, 9, 0, 0, 13, 1], [0, 0, 40], [17]])
+@pytest.mark.parametrize("width", [96, 37])  # whole vectors, and a scalar tail
+@pytest.mark.parametrize(
+    "sizes", [[4, 0, 9, 0, 0, 13, 1], [0, 0, 40], [17], [2, 3, 1, 0, 5, 4, 1]]
+)  # groups of at most 4 rows take the matrix-vector path, larger ones a GEMM
 def test_grouped_matmul_empty_groups_and_rows_past_the_last_group(
-    dtype: torch.dtype, sizes: list[int]
+    dtype: torch.dtype, sizes: list[int], width: int
 ) -> None:
-    rows, width, channels = 40, 96, 72
+    rows, channels = 40, 72
     torch.manual_seed(len(sizes))
     x = torch.randn(rows, width).to(dtype)
     weight = (torch.randn(len(sizes), channels, width) * width**-0.5).to(dtype)

@@ -271,8 +271,70 @@ void paged_attention_mla(at::Tensor& out, const at::Tensor& query, const at::Ten
 
 // --- MoE -----------------------------------------------------------------------------------
 
-// One GEMM per expert on its rows; the group ends are read from memory, on the host, so
-// the MoE layer needs neither a loop over experts in Python nor a device sync.
+// Experts with at most this many rows multiply as matrix-vector products, each weight row
+// read once for all of the group's rows. At decode most experts get a token or two, and a
+// GEMM call per expert then costs several times what reading its weights does.
+constexpr int64_t kGemvRows = 4;
+// Output channels per parallel task of the matrix-vector products.
+constexpr int64_t kGemvBlock = 32;
+
+struct GemvTask {
+  int64_t expert, row, rows, channel;  // `rows` rows from `row`, channels from `channel`
+};
+
+// out[row + j, c] = x[row + j, :] . w[c, :] for j < N and c in the task's block; x in fp32.
+template <int N, typename T>
+void gemv_block(T* out, const float* x, const T* w, int64_t in, int64_t channels,
+                int64_t channel) {
+  const int64_t end = std::min(channel + kGemvBlock, channels);
+  for (int64_t c = channel; c < end; ++c) {
+    const T* wc = w + c * in;
+    fVec acc[N];
+    float tail[N];
+    for (int j = 0; j < N; ++j) {
+      acc[j] = fVec(0.f);
+      tail[j] = 0.f;
+    }
+    int64_t k = 0;
+    for (; k + kW <= in; k += kW) {
+      const fVec wv = load_f(wc + k);
+      for (int j = 0; j < N; ++j) acc[j] = at::vec::fmadd(wv, fVec::loadu(x + j * in + k), acc[j]);
+    }
+    for (; k < in; ++k) {
+      const float wk = static_cast<float>(wc[k]);
+      for (int j = 0; j < N; ++j) tail[j] += wk * x[j * in + k];
+    }
+    for (int j = 0; j < N; ++j) out[j * channels + c] = static_cast<T>(sum(acc[j]) + tail[j]);
+  }
+}
+
+template <typename T>
+void grouped_gemv(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
+                  const std::vector<GemvTask>& tasks) {
+  const at::Tensor x = input.to(at::kFloat).contiguous();
+  const int64_t in = input.size(1), channels = weight.size(1);
+  const float* xs = x.data_ptr<float>();
+  const T* ws = weight.data_ptr<T>();
+  T* os = out.data_ptr<T>();
+  at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const GemvTask& t = tasks[i];
+      T* o = os + t.row * channels;
+      const float* xr = xs + t.row * in;
+      const T* w = ws + t.expert * channels * in;
+      switch (t.rows) {
+        case 1: gemv_block<1>(o, xr, w, in, channels, t.channel); break;
+        case 2: gemv_block<2>(o, xr, w, in, channels, t.channel); break;
+        case 3: gemv_block<3>(o, xr, w, in, channels, t.channel); break;
+        default: gemv_block<kGemvRows>(o, xr, w, in, channels, t.channel);
+      }
+    }
+  });
+}
+
+// Each expert's rows times its weight: small groups as matrix-vector products in one
+// parallel pass, the others one GEMM each. The group ends are read on the host, so the MoE
+// layer needs neither a loop over experts in Python nor a device sync.
 void grouped_matmul(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
                     const at::Tensor& group_ends) {
   TORCH_CHECK(input.dim() == 2, "grouped_matmul: input must be [tokens, in], got ",
@@ -284,23 +346,34 @@ void grouped_matmul(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
   TORCH_CHECK(group_ends.dim() == 1 && group_ends.numel() == experts &&
                   group_ends.scalar_type() == at::kLong,
               "grouped_matmul: group_ends must be int64 [experts] = [", experts, "]");
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == rows && out.size(1) == weight.size(1),
-              "grouped_matmul: out must be [", rows, ", ", weight.size(1), "], got ",
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == rows && out.size(1) == weight.size(1) &&
+                  out.is_contiguous(),
+              "grouped_matmul: out must be a dense [", rows, ", ", weight.size(1), "], got ",
               out.sizes());
   TORCH_CHECK(input.scalar_type() == weight.scalar_type() &&
                   out.scalar_type() == weight.scalar_type(),
               "grouped_matmul: out, input and weight dtypes differ");
   const at::Tensor ends = group_ends.contiguous();
   const int64_t* end = ends.data_ptr<int64_t>();
+  const at::Tensor w = weight.contiguous();
+  const int64_t channels = w.size(1);
+  std::vector<GemvTask> small;
   int64_t start = 0;
   for (int64_t e = 0; e < experts; ++e) {
     TORCH_CHECK(end[e] >= start && end[e] <= rows, "grouped_matmul: group_ends must be "
                 "non-decreasing and at most ", rows, ", got ", ends);
-    if (end[e] > start) {
-      at::Tensor target = out.narrow(0, start, end[e] - start);
-      at::mm_out(target, input.narrow(0, start, end[e] - start), weight[e].t());
+    const int64_t n = end[e] - start;
+    if (n > kGemvRows) {
+      at::Tensor target = out.narrow(0, start, n);
+      at::mm_out(target, input.narrow(0, start, n), w[e].t());
+    } else if (n > 0) {
+      for (int64_t c = 0; c < channels; c += kGemvBlock) small.push_back({e, start, n, c});
     }
     start = end[e];
+  }
+  if (!small.empty()) {
+    DISPATCH_FLOAT_TYPES(w.scalar_type(), "grouped_matmul",
+                         [&] { grouped_gemv<scalar_t>(out, input, w, small); });
   }
 }
 
