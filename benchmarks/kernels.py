@@ -2,6 +2,7 @@
 composite and (b) vLLM's own CPU kernels, on identical inputs in one run.
 
     python benchmarks/kernels.py    # (b) needs vLLM's CPU build: python3 run_nox.py -s bench
+    python3 run_nox.py -s bench -- linear moe    # only these groups of rows
 
 Prints, per op and shape, the median time of each implementation and the speed-up
 ratios, plus effective GB/s of the memory-bound ops against a plain copy of the
@@ -91,7 +92,7 @@ def probe_peers() -> None:
     while True:
         env = {**os.environ, PROBE: json.dumps(sorted(CRASHED))}
         child = subprocess.run(
-            [sys.executable, __file__], env=env, capture_output=True, text=True, check=False
+            [sys.executable, __file__, *ONLY], env=env, capture_output=True, text=True, check=False
         )
         started = [line[6:] for line in child.stdout.splitlines() if line.startswith("start ")]
         if child.returncode == 0:
@@ -363,25 +364,76 @@ def bench_moe(tokens: int, dtype: torch.dtype, label: str) -> None:
     report("moe_experts", label, timed(fns, label))
 
 
+def bench_linear(rows: int, shape: tuple[int, int], dtype: torch.dtype, label: str) -> None:
+    """One unquantized linear layer, ``shape`` = (in, out): ours (the plugin's CPU-mode
+    method on its oneDNN-prepacked weight) against F.linear and vLLM's CPU backend's
+    ``onednn_mm`` on its own prepacked weight."""
+    from vllm_ascend_compat.patches.linear_weights.every_release import PREPACKED, onednn_packed
+
+    x = torch.randn(rows, shape[0]).to(dtype)
+    weight = (torch.randn(shape[1], shape[0]) * shape[0] ** -0.5).to(dtype)
+    layer = torch.nn.Module()
+    layer.weight = torch.nn.Parameter(onednn_packed(weight), requires_grad=False)
+    fns = {
+        "ours": lambda: PREPACKED.apply(layer, x),
+        "eager": lambda: torch.nn.functional.linear(x, weight),
+    }
+    if peer_ok("onednn_mm", label):
+        from vllm import _custom_ops
+
+        handler = _custom_ops.create_onednn_mm(weight.t(), 32)  # as vLLM's CPU backend
+        fns["vllm"] = lambda: _custom_ops.onednn_mm(handler, x, None)
+        torch.testing.assert_close(fns["vllm"]().float(), fns["ours"]().float(), **TOLERANCE[dtype])
+    moved = weight.numel() * weight.element_size()
+    report("linear", label, timed(fns, label, moved), moved)
+
+
+# The benchmark model of benchmarks/e2e.py: hidden 1024, 16/4 heads of 64, MLP 2560,
+# vocabulary 3072; (in, out) of each linear layer.
+E2E_LINEARS = {
+    "qkv": (1024, 1536), "o": (1024, 1024), "gate_up": (1024, 5120), "down": (2560, 1024),
+    "lm_head": (1024, 3072),
+}  # fmt: skip
+TOLERANCE = {
+    torch.bfloat16: {"atol": 3e-2, "rtol": 3e-2},
+    torch.float32: {"atol": 1e-4, "rtol": 1e-4},
+}
+
+
 def _ours(fn: Callable[[], Any], out: torch.Tensor) -> torch.Tensor:
     fn()
     return out
 
 
+# The groups of rows to run, by bench function without "bench_" (none given: every row).
+ONLY = sys.argv[1:]
+
+
 def run_table() -> None:
+    benches = {name[6:]: fn for name, fn in globals().items() if name.startswith("bench_")}
+    unknown = set(ONLY) - benches.keys()
+    assert not unknown, f"no such group of rows: {sorted(unknown)}; groups: {sorted(benches)}"
+
+    def run(group: str, *args: Any) -> None:
+        if not ONLY or group in ONLY:
+            benches[group](*args)
+
     for dtype in (torch.bfloat16, torch.float32):
         name = str(dtype).removeprefix("torch.")
         for tokens, kind in ((8, "decode"), (4096, "prefill")):
             label = f"{kind} {tokens} tok {name}"
-            bench_norms(tokens, 4096, dtype, label)
-            bench_silu(tokens, 4096, dtype, label)
-            bench_rotary(tokens, dtype, label)
-            bench_cache(tokens, dtype, label)
-        bench_decode(4, 512, dtype, f"decode 4 x 512 ctx {name}")
-        bench_decode(32, 2048, dtype, f"prefill-size 32 x 2048 ctx {name}")
-        bench_mla_decode(16, 512, dtype, f"decode 16 x 512 ctx {name}")
+            run("norms", tokens, 4096, dtype, label)
+            run("silu", tokens, 4096, dtype, label)
+            run("rotary", tokens, dtype, label)
+            run("cache", tokens, dtype, label)
+        run("decode", 4, 512, dtype, f"decode 4 x 512 ctx {name}")
+        run("decode", 32, 2048, dtype, f"prefill-size 32 x 2048 ctx {name}")
+        run("mla_decode", 16, 512, dtype, f"decode 16 x 512 ctx {name}")
         for tokens, kind in ((16, "decode"), (512, "prefill")):
-            bench_moe(tokens, dtype, f"{kind} {tokens} tok {name}")
+            run("moe", tokens, dtype, f"{kind} {tokens} tok {name}")
+        for tokens, kind in ((1, "decode"), (16, "decode"), (256, "prefill")):
+            for layer, shape in E2E_LINEARS.items():
+                run("linear", tokens, shape, dtype, f"{kind} {tokens} tok {layer} {name}")
 
 
 def main() -> None:

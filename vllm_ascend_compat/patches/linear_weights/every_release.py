@@ -29,6 +29,16 @@ from vllm_ascend_compat import activation
 
 ACL_FORMAT_FRACTAL_NZ = 29
 
+# oneDNN chooses the packed layout for a batch of this many rows; any batch size still
+# multiplies. Decode steps dominate generation: packed for 16 rows, matmuls of 1 and 16
+# rows ran 5-15% faster than packed with no hint (interleaved, on a loaded 2-core EPYC).
+PACKED_FOR_ROWS = 16
+
+
+def onednn_packed(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (``[out, in]``) prepacked for torch's oneDNN linear."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_FOR_ROWS)
+
 
 class PrepackedLinearMethod(UnquantizedLinearMethod):
     """CPU mode: ``layer.weight`` is a oneDNN-prepacked tensor (``[out, in]``, opaque
@@ -76,13 +86,12 @@ def _for_cpu() -> tuple[Prepare, Prepare]:
     def prepack(layer: torch.nn.Module) -> None:
         weight = layer.weight
         if weight.dtype in dtypes and weight.dim() == 2 and not _read_dense(layer):
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
-            layer.weight = torch.nn.Parameter(packed, requires_grad=False)
+            layer.weight = torch.nn.Parameter(onednn_packed(weight), requires_grad=False)
             layer.quant_method = PREPACKED
 
     def prepack_lm_head(layer: torch.nn.Module) -> None:
         if isinstance(layer, ParallelLMHead) and layer.weight.dtype in dtypes:
-            layer.packed_weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach())
+            layer.packed_weight = onednn_packed(layer.weight)
             layer.quant_method = PREPACKED_LM_HEAD
 
     return prepack, prepack_lm_head
