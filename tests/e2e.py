@@ -97,17 +97,23 @@ def launch_spec(
     """Run ``batches`` (see run_llm.py) through the plugin in a fresh process, in CPU mode
     or (``mode="npu"``) in NPU mode on the emulated npu device. The engine core runs in
     that process (one import of vLLM instead of two, the larger part of a tiny model's
-    run) in CPU mode, unless ``env`` sets VLLM_ENABLE_V1_MULTIPROCESSING or the run is
-    pipeline parallel (0.9's in-process engine cannot take the executor's future outputs).
-    NPU mode keeps the engine core process: in process, 0.33.0 crashes (SIGSEGV) at exit
-    on the emulated device. ``vllm serve`` and the tp1 reference run keep vLLM's own
+    run) in CPU mode, unless ``env`` sets VLLM_ENABLE_V1_MULTIPROCESSING, the run is
+    pipeline parallel (0.9's in-process engine cannot take the executor's future outputs)
+    or on Ray (in process, 0.27.1's driver dies at exit: Ray's "Cannot find an actor
+    handle"). NPU mode keeps the engine core process: in process, 0.33.0 crashes (SIGSEGV)
+    at exit on the emulated device. ``vllm serve`` and the tp1 reference run keep vLLM's own
     multiprocess default."""
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({
         "model": str(model), "batches": batches, "max_tokens": MAX_TOKENS,
         "llm": {**LLM_ARGS, **llm},
     }))  # fmt: skip
-    in_process = IN_PROCESS if mode == "cpu" and llm.get("pipeline_parallel_size", 1) == 1 else {}
+    own_process = (
+        mode != "cpu"
+        or llm.get("pipeline_parallel_size", 1) > 1
+        or llm.get("distributed_executor_backend") == "ray"
+    )
+    in_process = {} if own_process else IN_PROCESS
     return subprocess.run(
         [sys.executable, str(TESTS_DIR / "run_llm.py"), str(spec)],
         capture_output=True, text=True, timeout=timeout, cwd=tmp,
