@@ -388,12 +388,19 @@ def bench_linear(rows: int, shape: tuple[int, int], dtype: torch.dtype, label: s
     report("linear", label, timed(fns, label, moved), moved)
 
 
-# The benchmark model of benchmarks/e2e.py: hidden 1024, 16/4 heads of 64, MLP 2560,
-# vocabulary 3072; (in, out) of each linear layer.
-E2E_LINEARS = {
-    "qkv": (1024, 1536), "o": (1024, 1024), "gate_up": (1024, 5120), "down": (2560, 1024),
-    "lm_head": (1024, 3072),
-}  # fmt: skip
+def _e2e_linears() -> dict[str, tuple[int, int]]:
+    """(in, out) of each linear layer of benchmarks/e2e.py's model."""
+    from e2e import MODEL  # this file's folder is first on sys.path
+
+    hidden, heads, kv_heads = MODEL["hidden_size"], MODEL["num_heads"], MODEL["num_kv_heads"]
+    head, inter = hidden // heads, MODEL["config"]["intermediate_size"]
+    return {
+        "qkv": (hidden, (heads + 2 * kv_heads) * head), "o": (heads * head, hidden),
+        "gate_up": (hidden, 2 * inter), "down": (inter, hidden),
+        "lm_head": (hidden, MODEL["config"]["vocab_size"]),
+    }  # fmt: skip
+
+
 TOLERANCE = {
     torch.bfloat16: {"atol": 3e-2, "rtol": 3e-2},
     torch.float32: {"atol": 1e-4, "rtol": 1e-4},
@@ -432,7 +439,7 @@ def run_table() -> None:
         for tokens, kind in ((16, "decode"), (512, "prefill")):
             run("moe", tokens, dtype, f"{kind} {tokens} tok {name}")
         for tokens, kind in ((1, "decode"), (16, "decode"), (256, "prefill")):
-            for layer, shape in E2E_LINEARS.items():
+            for layer, shape in _e2e_linears().items():
                 run("linear", tokens, shape, dtype, f"{kind} {tokens} tok {layer} {name}")
 
 
